@@ -1,0 +1,57 @@
+/* Per-sandbox cgroups on cgroup v2 hosts and on hybrid hosts (controllers on v1, an empty cgroup2
+ * mount at /sys/fs/cgroup/unified). Every sandbox gets `corral/<name>` in each hierarchy used:
+ * the v1 memory, pids and cpu controllers where they live on v1, and always a v2 cgroup (the
+ * attach point for BPF programs, and where limits go on pure v2 hosts). */
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/err.h"
+
+enum cgroup_mode { CGROUP_MODE_NONE, CGROUP_MODE_V1, CGROUP_MODE_HYBRID, CGROUP_MODE_V2 };
+
+struct cgroup_limits {
+	uint64_t memory_bytes; /* 0: no limit. Swap is disabled where the kernel lets us. */
+	uint32_t pids;         /* 0: no limit */
+	double cpus;           /* fractional cores; 0: no limit */
+};
+
+struct cgroup_host {
+	enum cgroup_mode mode;
+	char v2_root[256];       /* mount point of cgroup2, "" if none */
+	bool v2_memory, v2_pids, v2_cpu; /* controllers usable in our v2 subtree */
+	char v1_memory[256], v1_pids[256], v1_cpu[256]; /* v1 mount points, "" if not on v1 */
+	char parent[64];         /* subtree name under each root, e.g. "corral" */
+};
+
+struct cgroup_set; /* one sandbox's cgroups; opaque */
+
+/* Probe the host and create the parent subtree (`parent`, e.g. "corral") in each hierarchy,
+ * enabling v2 controllers for it where possible. Safe to call again. */
+int cgroup_host_init(const char *parent, struct cgroup_host *ret, struct err *e);
+const char *cgroup_mode_name(enum cgroup_mode mode);
+
+/* Create the sandbox's cgroups and apply limits. On failure nothing is left behind. */
+int cgroup_set_create(const struct cgroup_host *host, const char *name, const struct cgroup_limits *limits,
+		      struct cgroup_set **ret, struct err *e);
+/* Open existing cgroups of a sandbox (daemon restart). -ENOENT if none exist. */
+int cgroup_set_open(const struct cgroup_host *host, const char *name, struct cgroup_set **ret, struct err *e);
+/* O_DIRECTORY fd of the v2 cgroup, for clone3(CLONE_INTO_CGROUP) and BPF attach; -1 if none. */
+int cgroup_set_v2_fd(const struct cgroup_set *set);
+/* True when clone3(CLONE_INTO_CGROUP) into the v2 fd places the process in every cgroup used
+ * (pure v2); false on hybrid hosts, where cgroup_set_attach must also run. */
+bool cgroup_set_clone_into_is_enough(const struct cgroup_set *set);
+/* Move pid into the v1 cgroups (and the v2 one if not placed there by clone). */
+int cgroup_set_attach(struct cgroup_set *set, pid_t pid, struct err *e);
+/* SIGKILL every process in the sandbox's cgroups (cgroup.kill where it exists). */
+int cgroup_set_kill(struct cgroup_set *set, struct err *e);
+/* True if the kernel's OOM killer killed a process in this sandbox (memory.events / oom_control). */
+bool cgroup_set_oom_killed(const struct cgroup_set *set);
+/* Number of processes still in the sandbox's cgroups (0 when empty), or -errno. */
+int cgroup_set_count_procs(const struct cgroup_set *set);
+/* Remove every cgroup directory (retrying briefly while the kernel still holds them) and free
+ * the set. The set is freed even on error. */
+int cgroup_set_destroy(struct cgroup_set *set, struct err *e);
+/* Free the handle, leaving the cgroups in place. Accepts NULL. */
+void cgroup_set_free(struct cgroup_set *set);
