@@ -8,7 +8,7 @@ PREFIX ?= /usr/local
 PY := /usr/bin/python3
 
 CC := gcc
-WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wno-format-nonliteral
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 CFLAGS_BASE := -std=gnu11 -D_GNU_SOURCE -g -O2 -fno-strict-aliasing $(WARN) \
 	-I. -Isandbox -I$(BUILD)/gen
 ifeq ($(SAN),1)

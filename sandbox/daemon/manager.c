@@ -1,0 +1,201 @@
+#include "daemon/manager.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/grpc.h"
+#include "daemon/rpc.h"
+#include "daemon/sandbox.h"
+#include "daemon/uvutil.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/misc.h"
+
+#define PURGE_INTERVAL_MS 500
+
+uint64_t manager_now(const struct manager *m) { return uv_now(m->loop); }
+
+struct sandbox *manager_find_sandbox(struct manager *m, const char *id)
+{
+	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next)
+		if (!strcmp(sb->id, id))
+			return sb;
+	return NULL;
+}
+
+int manager_alloc_uid_slot(struct manager *m, uint32_t *ret)
+{
+	for (uint32_t i = 0; i < m->cfg.max_sandboxes; i++) {
+		if (!m->uid_slots[i]) {
+			m->uid_slots[i] = 1;
+			*ret = i;
+			return 0;
+		}
+	}
+	return -EUSERS;
+}
+
+void manager_free_uid_slot(struct manager *m, uint32_t slot)
+{
+	if (slot < m->cfg.max_sandboxes)
+		m->uid_slots[slot] = 0;
+}
+
+/* corral-init is copied once into a sealed memfd: every sandbox execs that, so nothing inside a
+ * sandbox can ever reach (or overwrite) the binary on the host through /proc/1/exe. */
+static int load_init(const char *path, int *ret, struct err *e)
+{
+	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return err_set(e, errno, "open corral-init at %s", path);
+	_cleanup_close_ int fd = memfd_create("corral-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return err_set(e, errno, "memfd_create");
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			return err_set(e, errno, "copy corral-init");
+	if (n < 0)
+		return err_set(e, errno, "read %s", path);
+	if (fchmod(fd, 0555) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return err_set(e, errno, "seal corral-init");
+	*ret = TAKE_FD(fd);
+	return 0;
+}
+
+static void on_purge(uv_timer_t *t)
+{
+	struct manager *m = t->data;
+	int64_t now = time_now_ms(), keep = (int64_t)m->cfg.retention_s * 1000;
+	for (struct sandbox *sb = m->sandboxes, *next; sb; sb = next) {
+		next = sb->next;
+		if (sb->state == SANDBOX_FINISHED && sb->resources_released && sb->finished_at_ms + keep <= now)
+			sandbox_purge(sb);
+	}
+}
+
+int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, struct err *e)
+{
+	memset(m, 0, sizeof(*m));
+	m->loop = loop;
+	m->cfg = *cfg;
+	m->init_memfd = -1;
+	int r = fs_mkdir_p(cfg->state_dir, 0700, e);
+	if (r < 0)
+		return err_prefix(e, "state dir");
+	snprintf(m->sandboxes_dir, sizeof(m->sandboxes_dir), "%s/sandboxes", cfg->state_dir);
+	snprintf(m->execs_dir, sizeof(m->execs_dir), "%s/execs", cfg->state_dir);
+	if ((r = fs_mkdir_p(m->sandboxes_dir, 0711, e)) < 0 || (r = fs_mkdir_p(m->execs_dir, 0700, e)) < 0)
+		return r;
+	char db[PATH_MAX];
+	snprintf(db, sizeof(db), "%s/corral.db", cfg->state_dir);
+	if ((r = store_open(db, &m->store, e)) < 0)
+		return r;
+	if ((r = image_store_open(cfg->state_dir, &m->images, e)) < 0)
+		return r;
+	if ((r = cgroup_host_init(cfg->cgroup_parent, &m->cgroups, e)) < 0)
+		return err_prefix(e, "cgroups");
+	if ((r = load_init(cfg->init_path, &m->init_memfd, e)) < 0)
+		return r;
+	m->uid_slots = calloc(cfg->max_sandboxes ? cfg->max_sandboxes : 1, 1);
+	if (!m->uid_slots)
+		return err_set(e, ENOMEM, "manager");
+	if ((r = rpc_server_start(m, e)) < 0)
+		return r;
+	m->purge_timer = uvutil_timer_new(loop, m);
+	if (!m->purge_timer)
+		return err_set(e, ENOMEM, "manager");
+	uv_timer_start(m->purge_timer, on_purge, PURGE_INTERVAL_MS, PURGE_INTERVAL_MS);
+	return 0;
+}
+
+/* Rows are copied out first: adopting updates the same table. */
+struct adopt_rows {
+	struct store_sandbox_row *rows;
+	size_t n, cap;
+};
+
+static int collect_row(const struct store_sandbox_row *row, void *data)
+{
+	struct adopt_rows *a = data;
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 16;
+		struct store_sandbox_row *rows = realloc(a->rows, cap * sizeof(*rows));
+		if (!rows)
+			return -ENOMEM;
+		a->rows = rows;
+		a->cap = cap;
+	}
+	struct store_sandbox_row *c = &a->rows[a->n];
+	*c = *row;
+	c->id = strdup(row->id);
+	void *spec = malloc(row->spec_len ? row->spec_len : 1);
+	if (!c->id || !spec) {
+		free((void *)c->id);
+		free(spec);
+		return -ENOMEM;
+	}
+	memcpy(spec, row->spec, row->spec_len);
+	c->spec = spec;
+	a->n++;
+	return 0;
+}
+
+int manager_adopt(struct manager *m, struct err *e)
+{
+	struct adopt_rows a = {0};
+	int r = store_sandbox_foreach(m->store, collect_row, &a, e);
+	for (size_t i = 0; i < a.n; i++) {
+		struct err e2 = {0};
+		if (r == 0 && sandbox_adopt(m, &a.rows[i], &e2) < 0)
+			log_warn("adopt: %s", e2.msg);
+		free((void *)a.rows[i].id);
+		free((void *)a.rows[i].spec);
+	}
+	free(a.rows);
+	if (r < 0)
+		return r == -ENOMEM ? err_set(e, ENOMEM, "adopt") : r;
+	if (a.n)
+		log_info("found %zu sandbox record(s) from an earlier run; %u running", a.n, m->n_running);
+	return 0;
+}
+
+static void on_server_closed(void *data)
+{
+	struct manager *m = data;
+	uv_stop(m->loop);
+}
+
+/* Stop serving. Sandboxes keep running: a later daemon on the same state dir adopts them. */
+void manager_stop(struct manager *m)
+{
+	if (m->stopping)
+		return;
+	m->stopping = true;
+	log_info("stopping; %u sandbox(es) keep running for the next daemon to adopt", m->n_running);
+	uvutil_close((uv_handle_t *)m->purge_timer);
+	m->purge_timer = NULL;
+	if (m->grpc)
+		grpc_server_close(m->grpc, on_server_closed, m);
+	else
+		uv_stop(m->loop);
+}
+
+void manager_free(struct manager *m)
+{
+	while (m->sandboxes)
+		sandbox_detach(m->sandboxes);
+	if (m->init_memfd >= 0)
+		close(m->init_memfd);
+	image_store_free(m->images);
+	store_close(m->store);
+	free(m->uid_slots);
+}

@@ -1,0 +1,480 @@
+#include "daemon/rpc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "daemon/convert.h"
+#include "daemon/exec.h"
+#include "daemon/grpc.h"
+#include "daemon/rpc_validate.h"
+#include "init/initproto.h"
+#include "daemon/sandbox.h"
+#include "daemon/status.h"
+#include "util/cleanup.h"
+#include "util/misc.h"
+
+#define MAX_RECV_MESSAGE (4 * 1024 * 1024)
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static void reply_sandbox(struct grpc_call *call, const struct sandbox *sb, ProtobufCMessage *resp,
+			  Corral__V1__Sandbox **slot)
+{
+	struct sandbox_pb pb;
+	if (sandbox_pb_fill(sb, &pb) < 0) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	*slot = &pb.msg;
+	if (grpc_call_send(call, resp) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	sandbox_pb_release(&pb);
+}
+
+static struct sandbox *lookup_sandbox(struct manager *m, struct grpc_call *call, const char *id)
+{
+	struct sandbox *sb = id[0] ? manager_find_sandbox(m, id) : NULL;
+	if (!sb) {
+		if (!id[0])
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "sandbox_id is required");
+		else
+			grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "sandbox %.64s not found", id);
+	}
+	return sb;
+}
+
+static struct exec *lookup_exec(struct manager *m, struct grpc_call *call, const char *sandbox_id,
+				const char *exec_id)
+{
+	struct sandbox *sb = lookup_sandbox(m, call, sandbox_id);
+	if (!sb)
+		return NULL;
+	struct exec *ex = exec_id[0] ? sandbox_find_exec(sb, exec_id) : NULL;
+	if (!ex) {
+		if (!exec_id[0])
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "exec_id is required");
+		else
+			grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "exec %.64s not found in sandbox %s", exec_id, sb->id);
+	}
+	return ex;
+}
+
+static uint64_t wait_timeout(int64_t ms) { return ms > MAX_WAIT_MS ? MAX_WAIT_MS : (uint64_t)ms; }
+
+/* ---- SandboxService: sandboxes ------------------------------------------------------------- */
+
+static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	struct manager *m = ctx;
+	const Corral__V1__CreateSandboxRequest *req = (const Corral__V1__CreateSandboxRequest *)msg;
+	struct err e = {0};
+	if (validate_create_sandbox(req, &e) < 0)
+		return status_reply_err(call, &e);
+	if (m->n_running >= m->cfg.max_sandboxes) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "the daemon runs its maximum of %u sandboxes",
+				 m->cfg.max_sandboxes);
+		return;
+	}
+	if (req->name[0]) {
+		for (struct sandbox *o = m->sandboxes; o; o = o->next)
+			if (o->state == SANDBOX_RUNNING && !strcmp(o->spec->name, req->name)) {
+				grpc_call_finish(call, GRPC_STATUS_ALREADY_EXISTS, "a running sandbox is named %s (%s)",
+						 req->name, o->id);
+				return;
+			}
+	}
+	Corral__V1__CreateSandboxRequest fixed = *req;
+	if (!fixed.image[0])
+		fixed.image = (char *)"busybox";
+	struct sandbox *sb;
+	if (sandbox_create(m, &fixed, &sb, &e) < 0)
+		return status_reply_err(call, &e);
+	log_debug("sandbox %s created", sb->id);
+	Corral__V1__CreateSandboxResponse resp = CORRAL__V1__CREATE_SANDBOX_RESPONSE__INIT;
+	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+}
+
+static void get_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__GetSandboxRequest *req = (const Corral__V1__GetSandboxRequest *)msg;
+	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	if (!sb)
+		return;
+	Corral__V1__GetSandboxResponse resp = CORRAL__V1__GET_SANDBOX_RESPONSE__INIT;
+	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+}
+
+static bool has_tags(const struct sandbox *sb, Corral__V1__ListSandboxesRequest__TagsEntry *const *want, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool found = false;
+		for (size_t j = 0; j < sb->spec->n_tags && !found; j++)
+			found = !strcmp(sb->spec->tags[j]->key, want[i]->key) &&
+				!strcmp(sb->spec->tags[j]->value, want[i]->value);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static void list_sandboxes(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	struct manager *m = ctx;
+	const Corral__V1__ListSandboxesRequest *req = (const Corral__V1__ListSandboxesRequest *)msg;
+	size_t n = 0, cap = 0;
+	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next)
+		cap++;
+	_cleanup_free_ struct sandbox_pb *pbs = calloc(cap ? cap : 1, sizeof(*pbs));
+	_cleanup_free_ Corral__V1__Sandbox **ptrs = calloc(cap ? cap : 1, sizeof(*ptrs));
+	if (!pbs || !ptrs) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next) {
+		if (sb->state != SANDBOX_RUNNING && !req->include_finished)
+			continue;
+		if (!has_tags(sb, req->tags, req->n_tags))
+			continue;
+		if (sandbox_pb_fill(sb, &pbs[n]) < 0)
+			break;
+		ptrs[n] = &pbs[n].msg;
+		n++;
+	}
+	Corral__V1__ListSandboxesResponse resp = CORRAL__V1__LIST_SANDBOXES_RESPONSE__INIT;
+	resp.n_sandboxes = n;
+	resp.sandboxes = ptrs;
+	if (grpc_call_send(call, &resp.base) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	for (size_t i = 0; i < n; i++)
+		sandbox_pb_release(&pbs[i]);
+}
+
+static void wait_sandbox_reply(struct grpc_call *call, void *obj, bool finished)
+{
+	struct sandbox *sb = obj;
+	Corral__V1__WaitSandboxResponse resp = CORRAL__V1__WAIT_SANDBOX_RESPONSE__INIT;
+	resp.finished = finished || sb->state == SANDBOX_FINISHED;
+	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+}
+
+static void wait_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	struct manager *m = ctx;
+	const Corral__V1__WaitSandboxRequest *req = (const Corral__V1__WaitSandboxRequest *)msg;
+	struct err e = {0};
+	if (validate_timeout("timeout_ms", req->timeout_ms, &e) < 0)
+		return status_reply_err(call, &e);
+	struct sandbox *sb = lookup_sandbox(m, call, req->sandbox_id);
+	if (!sb)
+		return;
+	if (sb->state == SANDBOX_FINISHED || req->timeout_ms == 0)
+		return wait_sandbox_reply(call, sb, sb->state == SANDBOX_FINISHED);
+	if (waitlist_add(&sb->waiters, m->loop, call, wait_timeout(req->timeout_ms), wait_sandbox_reply, sb) < 0)
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+static void terminate_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__TerminateSandboxRequest *req = (const Corral__V1__TerminateSandboxRequest *)msg;
+	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	if (!sb)
+		return;
+	sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "terminated by a client");
+	Corral__V1__TerminateSandboxResponse resp = CORRAL__V1__TERMINATE_SANDBOX_RESPONSE__INIT;
+	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+}
+
+static void set_sandbox_tags(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__SetSandboxTagsRequest *req = (const Corral__V1__SetSandboxTagsRequest *)msg;
+	struct err e = {0};
+	if (validate_tags(req->tags, req->n_tags, &e) < 0)
+		return status_reply_err(call, &e);
+	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	if (!sb)
+		return;
+	if (sandbox_set_tags(sb, req->tags, req->n_tags, &e) < 0)
+		return status_reply_err(call, &e);
+	Corral__V1__SetSandboxTagsResponse resp = CORRAL__V1__SET_SANDBOX_TAGS_RESPONSE__INIT;
+	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+}
+
+/* ---- SandboxService: execs ---------------------------------------------------------------- */
+
+static void start_exec(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__StartExecRequest *req = (const Corral__V1__StartExecRequest *)msg;
+	struct err e = {0};
+	if (validate_start_exec(req, &e) < 0)
+		return status_reply_err(call, &e);
+	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	if (!sb)
+		return;
+	if (req->exec_id[0]) {
+		struct exec *old = sandbox_find_exec(sb, req->exec_id);
+		if (old) { /* idempotent retry: answer with the exec that exists, start nothing */
+			exec_add_start_waiter(old, call);
+			return;
+		}
+		if (!strcmp(req->exec_id, ENTRYPOINT_EXEC_ID)) {
+			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "exec_id \"%s\" is reserved", ENTRYPOINT_EXEC_ID);
+			return;
+		}
+	}
+	if (sb->state != SANDBOX_RUNNING) {
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "sandbox %s has finished", sb->id);
+		return;
+	}
+	if (sb->adopting || sb->ctl_fd < 0) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "sandbox %s is reconnecting; retry", sb->id);
+		return;
+	}
+	if (sb->n_live_execs >= MAX_LIVE_EXECS || sb->n_execs >= MAX_EXEC_RECORDS) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "sandbox %s has too many execs (%u live, %u recorded)",
+				 sb->id, sb->n_live_execs, sb->n_execs);
+		return;
+	}
+	char id[65];
+	if (req->exec_id[0])
+		snprintf(id, sizeof(id), "%s", req->exec_id);
+	else
+		id_random(id, sizeof(id), "ex-", 8);
+	uint32_t handle = sb->next_handle ? sb->next_handle : 1;
+	struct exec *ex;
+	if (exec_new(sb, id, handle, req, &ex, &e) < 0)
+		return status_reply_err(call, &e);
+	exec_add_start_waiter(ex, call);
+	if (exec_spawn(ex, &e) < 0)
+		exec_on_spawn_failed(ex, EIO, e.msg);
+}
+
+static void read_exec_output(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__ReadExecOutputRequest *req = (const Corral__V1__ReadExecOutputRequest *)msg;
+	if (req->stream != CORRAL__V1__EXEC_STREAM__EXEC_STREAM_STDOUT &&
+	    req->stream != CORRAL__V1__EXEC_STREAM__EXEC_STREAM_STDERR) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "stream must be EXEC_STREAM_STDOUT or EXEC_STREAM_STDERR");
+		return;
+	}
+	struct exec *ex = lookup_exec(ctx, call, req->sandbox_id, req->exec_id);
+	if (ex)
+		exec_read(ex, (int)req->stream, req->offset, call);
+}
+
+static void write_exec_stdin(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__WriteExecStdinRequest *req = (const Corral__V1__WriteExecStdinRequest *)msg;
+	struct exec *ex = lookup_exec(ctx, call, req->sandbox_id, req->exec_id);
+	if (ex)
+		exec_write_stdin(ex, req->offset, req->data.data, req->data.len, req->eof, call);
+}
+
+static void wait_exec_reply(struct grpc_call *call, void *obj, bool finished)
+{
+	struct exec *ex = obj;
+	struct exec_pb pb;
+	exec_pb_fill(ex, &pb);
+	Corral__V1__WaitExecResponse resp = CORRAL__V1__WAIT_EXEC_RESPONSE__INIT;
+	resp.finished = ex->state == EXEC_FINISHED;
+	resp.exec = &pb.msg;
+	if (grpc_call_send(call, &resp.base) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void wait_exec(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	struct manager *m = ctx;
+	const Corral__V1__WaitExecRequest *req = (const Corral__V1__WaitExecRequest *)msg;
+	struct err e = {0};
+	if (validate_timeout("timeout_ms", req->timeout_ms, &e) < 0)
+		return status_reply_err(call, &e);
+	struct exec *ex = lookup_exec(m, call, req->sandbox_id, req->exec_id);
+	if (!ex)
+		return;
+	if (ex->state == EXEC_FINISHED || req->timeout_ms == 0)
+		return wait_exec_reply(call, ex, false);
+	if (waitlist_add(&ex->waiters, m->loop, call, wait_timeout(req->timeout_ms), wait_exec_reply, ex) < 0)
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+static void signal_exec(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__SignalExecRequest *req = (const Corral__V1__SignalExecRequest *)msg;
+	if (req->signal < 1 || req->signal > 64) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "signal %d is not between 1 and 64", req->signal);
+		return;
+	}
+	struct exec *ex = lookup_exec(ctx, call, req->sandbox_id, req->exec_id);
+	if (!ex)
+		return;
+	if (ex->state != EXEC_RUNNING || !ex->spawned) {
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "exec %s is not running", ex->id);
+		return;
+	}
+	struct {
+		struct initproto_hdr h;
+		struct initproto_signal s;
+	} pkt = {{INITPROTO_SIGNAL, ex->handle}, {req->signal}};
+	int r = sandbox_send(ex->sb, &pkt, sizeof(pkt));
+	if (r < 0) {
+		grpc_call_finish(call, GRPC_STATUS_UNAVAILABLE, "cannot reach the sandbox's init: %s", strerror(-r));
+		return;
+	}
+	Corral__V1__SignalExecResponse resp = CORRAL__V1__SIGNAL_EXEC_RESPONSE__INIT;
+	if (grpc_call_send(call, &resp.base) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void resize_exec_pty(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	const Corral__V1__ResizeExecPtyRequest *req = (const Corral__V1__ResizeExecPtyRequest *)msg;
+	if (!req->size || !req->size->rows || !req->size->cols || req->size->rows > 65535 || req->size->cols > 65535) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "size.rows and size.cols must be 1 to 65535");
+		return;
+	}
+	struct exec *ex = lookup_exec(ctx, call, req->sandbox_id, req->exec_id);
+	if (!ex)
+		return;
+	struct err e = {0};
+	if (exec_resize(ex, req->size->rows, req->size->cols, &e) < 0)
+		return status_reply_err(call, &e);
+	Corral__V1__ResizeExecPtyResponse resp = CORRAL__V1__RESIZE_EXEC_PTY_RESPONSE__INIT;
+	if (grpc_call_send(call, &resp.base) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+/* ---- SystemService ------------------------------------------------------------------------- */
+
+static void get_info(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
+{
+	struct manager *m = ctx;
+	struct utsname u;
+	uname(&u);
+	char cg_detail[128];
+	snprintf(cg_detail, sizeof(cg_detail), "per-sandbox cgroups (%s) under %s",
+		 cgroup_mode_name(m->cgroups.mode), m->cfg.cgroup_parent);
+	static const struct {
+		const char *name;
+		bool active;
+		const char *detail;
+	} layers[] = {
+		{"user_namespace", true, "sandbox root is an unprivileged host uid range per sandbox"},
+		{"pid_namespace", true, "corral-init is PID 1"},
+		{"mount_namespace", true, "overlayfs root entered with pivot_root"},
+		{"network_namespace", true, "loopback only"},
+		{"uts_ipc_namespaces", true, "hostname = sandbox id"},
+		{"seccomp", false, "not applied yet"},
+		{"capabilities", false, "not dropped yet"},
+		{"landlock", false, "not applied yet"},
+		{"bpf_device_policy", false, "not applied yet"},
+		{"bpf_lsm", false, "not used"},
+	};
+	Corral__V1__Feature feats[ARRAY_SIZE(layers) + 1], *fptrs[ARRAY_SIZE(layers) + 1];
+	size_t nf = 0;
+	for (; nf < ARRAY_SIZE(layers); nf++) {
+		corral__v1__feature__init(&feats[nf]);
+		feats[nf].name = (char *)layers[nf].name;
+		feats[nf].active = layers[nf].active;
+		feats[nf].detail = (char *)layers[nf].detail;
+		fptrs[nf] = &feats[nf];
+	}
+	corral__v1__feature__init(&feats[nf]);
+	feats[nf].name = (char *)"cgroups";
+	feats[nf].active = m->cgroups.mode != CGROUP_MODE_NONE;
+	feats[nf].detail = cg_detail;
+	fptrs[nf] = &feats[nf];
+	nf++;
+	Corral__V1__Capacity cap = CORRAL__V1__CAPACITY__INIT;
+	cap.max_sandboxes = m->cfg.max_sandboxes;
+	cap.running_sandboxes = m->n_running;
+	cap.cpus = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	cap.memory_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+	const char *const *names = image_store_builtin_names();
+	size_t ni = 0;
+	while (names[ni])
+		ni++;
+	Corral__V1__GetInfoResponse resp = CORRAL__V1__GET_INFO_RESPONSE__INIT;
+	resp.version = (char *)CORRAL_VERSION;
+	resp.kernel_release = u.release;
+	resp.n_features = nf;
+	resp.features = fptrs;
+	resp.capacity = &cap;
+	resp.n_images = ni;
+	resp.images = (char **)names;
+	resp.cgroup_mode = (char *)cgroup_mode_name(m->cgroups.mode);
+	if (grpc_call_send(call, &resp.base) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+/* ---- table ------------------------------------------------------------------------------------ */
+
+#define SANDBOX_METHOD(name, kind, req, fn) \
+	{"/corral.v1.SandboxService/" name, kind, &corral__v1__##req##__descriptor, fn}
+
+static const struct grpc_method methods[] = {
+	SANDBOX_METHOD("CreateSandbox", GRPC_METHOD_UNARY, create_sandbox_request, create_sandbox),
+	SANDBOX_METHOD("GetSandbox", GRPC_METHOD_UNARY, get_sandbox_request, get_sandbox),
+	SANDBOX_METHOD("ListSandboxes", GRPC_METHOD_UNARY, list_sandboxes_request, list_sandboxes),
+	SANDBOX_METHOD("WaitSandbox", GRPC_METHOD_UNARY, wait_sandbox_request, wait_sandbox),
+	SANDBOX_METHOD("TerminateSandbox", GRPC_METHOD_UNARY, terminate_sandbox_request, terminate_sandbox),
+	SANDBOX_METHOD("SetSandboxTags", GRPC_METHOD_UNARY, set_sandbox_tags_request, set_sandbox_tags),
+	SANDBOX_METHOD("StartExec", GRPC_METHOD_UNARY, start_exec_request, start_exec),
+	SANDBOX_METHOD("ReadExecOutput", GRPC_METHOD_SERVER_STREAM, read_exec_output_request, read_exec_output),
+	SANDBOX_METHOD("WriteExecStdin", GRPC_METHOD_UNARY, write_exec_stdin_request, write_exec_stdin),
+	SANDBOX_METHOD("WaitExec", GRPC_METHOD_UNARY, wait_exec_request, wait_exec),
+	SANDBOX_METHOD("SignalExec", GRPC_METHOD_UNARY, signal_exec_request, signal_exec),
+	SANDBOX_METHOD("ResizeExecPty", GRPC_METHOD_UNARY, resize_exec_pty_request, resize_exec_pty),
+	{"/corral.v1.SystemService/GetInfo", GRPC_METHOD_UNARY, &corral__v1__get_info_request__descriptor, get_info},
+};
+
+static int read_token(const char *path, char *buf, size_t size, struct err *e)
+{
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return err_set(e, errno, "open token file %s", path);
+	if (!fgets(buf, (int)size, f))
+		return err_setx(e, EINVAL, "token file %s is empty", path);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (strlen(buf) < 16)
+		return err_setx(e, EINVAL, "token in %s is shorter than 16 characters", path);
+	return 0;
+}
+
+int rpc_server_start(struct manager *m, struct err *e)
+{
+	char token[512] = "";
+	int r;
+	if (m->cfg.listen[0]) {
+		if (!m->cfg.token_file[0])
+			return err_setx(e, EINVAL, "--listen needs --token-file");
+		if ((r = read_token(m->cfg.token_file, token, sizeof(token), e)) < 0)
+			return r;
+	}
+	struct grpc_server_config cfg = {
+		.methods = methods,
+		.n_methods = ARRAY_SIZE(methods),
+		.ctx = m,
+		.max_recv_message = MAX_RECV_MESSAGE,
+		.token = token[0] ? token : NULL,
+	};
+	if ((r = grpc_server_new(m->loop, &cfg, &m->grpc, e)) < 0)
+		return r;
+	if ((r = grpc_server_listen_unix(m->grpc, m->cfg.socket_path, 0660, e)) < 0)
+		return r;
+	if (m->cfg.listen[0]) {
+		char host[256];
+		snprintf(host, sizeof(host), "%s", m->cfg.listen);
+		char *colon = strrchr(host, ':');
+		uint64_t port;
+		if (!colon || !parse_u64(colon + 1, &port) || port == 0 || port > 65535)
+			return err_setx(e, EINVAL, "--listen %s: expected HOST:PORT", m->cfg.listen);
+		*colon = '\0';
+		if ((r = grpc_server_listen_tcp(m->grpc, host, (uint16_t)port, e)) < 0)
+			return r;
+	}
+	return 0;
+}
