@@ -21,6 +21,7 @@ struct spawn_config {
 	int control_fd;                  /* handed to PID 1 as fd 3 (INITPROTO_CONTROL_FD); all other fds are closed */
 	struct cgroup_set *cgroups;      /* the sandbox's cgroups, or NULL */
 	bool new_netns;                  /* a network namespace with loopback up */
+	const char *const *init_argv;    /* argv for PID 1; NULL means {"corral-init", NULL} (tests run busybox) */
 };
 
 struct spawn_result {

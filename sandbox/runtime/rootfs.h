@@ -1,0 +1,13 @@
+/* Inside the sandbox's new mount namespace (the spawn child, already sandbox root): put the overlay
+ * in place, give it /proc, /dev and /tmp, and make it the root. */
+#pragma once
+#include "util/err.h"
+
+/* Move the detached overlay_fd onto the directory root_dir_fd (an O_PATH fd opened in this mount
+ * namespace; root_dir is its path, for messages), mount /proc, /dev (tmpfs with the host's null, zero,
+ * full, random, urandom and tty bound in, devpts, shm) and /tmp inside it, then pivot_root into it
+ * and detach the host tree. On return the cwd is the new "/". Refuses an image whose /proc, /dev or
+ * /tmp is a symlink or not a directory (-ELOOP / -ENOTDIR).
+ * Runs between clone3 and exec of a possibly multi-threaded daemon, so it only makes system calls:
+ * messages in e carry no strerror text; the caller adds it from e->code. */
+int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, struct err *e);
