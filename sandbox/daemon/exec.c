@@ -305,7 +305,14 @@ int exec_spawn(struct exec *ex, struct err *e)
 		env_free(env, n);
 		return err_set(e, ENOMEM, "exec");
 	}
-	int len = initproto_encode_spawn(pkt, INITPROTO_MAX_PACKET, ex->handle, &fixed, (const char *const *)req->argv,
+	/* protobuf-c's repeated strings carry a count, not a NULL terminator. */
+	_cleanup_free_ const char **argv = calloc(req->n_argv + 1, sizeof(char *));
+	if (!argv) {
+		env_free(env, n);
+		return err_set(e, ENOMEM, "exec");
+	}
+	memcpy(argv, req->argv, req->n_argv * sizeof(char *));
+	int len = initproto_encode_spawn(pkt, INITPROTO_MAX_PACKET, ex->handle, &fixed, argv,
 					 (const char *const *)env, workdir);
 	env_free(env, n);
 	if (len < 0)
