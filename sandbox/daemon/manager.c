@@ -181,6 +181,11 @@ void manager_stop(struct manager *m)
 		return;
 	m->stopping = true;
 	log_info("stopping; %u sandbox(es) keep running for the next daemon to adopt", m->n_running);
+	/* Sandboxes already ended but whose init is still dying: finish their cleanup now rather
+	 * than leave cgroups and directories for the next daemon. Bounded: SIGKILL was sent. */
+	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next)
+		if (sb->state == SANDBOX_FINISHED && !sb->resources_released)
+			sandbox_reap_blocking(sb, 2000);
 	uvutil_close((uv_handle_t *)m->purge_timer);
 	m->purge_timer = NULL;
 	if (m->grpc)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,11 +326,8 @@ static int ctl_open(struct sandbox *sb, int fd, bool adopt)
 
 /* ---- init process ---------------------------------------------------------------------------- */
 
-static void on_init_exit(uv_poll_t *p, int status, int events)
+static void init_exited(struct sandbox *sb)
 {
-	struct sandbox *sb = p->data;
-	if (!sb)
-		return;
 	siginfo_t si = {0};
 	/* Reap it if it is our child; after a restart it is not (ECHILD) and the host reaps it. */
 	waitid(P_PIDFD, (id_t)sb->pidfd, &si, WEXITED | WNOHANG);
@@ -342,6 +340,24 @@ static void on_init_exit(uv_poll_t *p, int status, int events)
 			sandbox_finish(sb, REASON_OOM_KILLED, 0, SIGKILL, "the sandbox ran out of memory");
 		else
 			sandbox_finish(sb, REASON_TERMINATED, 0, 0, "the sandbox's init exited unexpectedly");
+	}
+	sandbox_release_resources(sb);
+}
+
+static void on_init_exit(uv_poll_t *p, int status, int events)
+{
+	if (p->data)
+		init_exited(p->data);
+}
+
+void sandbox_reap_blocking(struct sandbox *sb, int timeout_ms)
+{
+	if (sb->pidfd >= 0) {
+		struct pollfd p = {.fd = sb->pidfd, .events = POLLIN};
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return;
+		init_exited(sb);
+		return;
 	}
 	sandbox_release_resources(sb);
 }

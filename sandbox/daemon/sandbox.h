@@ -48,6 +48,8 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 int sandbox_adopt(struct manager *m, const struct store_sandbox_row *row, struct err *e);
 /* End the sandbox (if running) with a reason: kill everything, release its resources. */
 void sandbox_finish(struct sandbox *sb, int32_t reason, int32_t code, int32_t sig, const char *message);
+/* Wait up to timeout_ms for a finished sandbox's init to exit, then release its resources. */
+void sandbox_reap_blocking(struct sandbox *sb, int timeout_ms);
 /* Forget a finished sandbox: DB rows, output spools, memory. */
 void sandbox_purge(struct sandbox *sb);
 /* Free in-memory state only (daemon shutdown: the sandbox keeps running). */

@@ -186,6 +186,9 @@ static _Noreturn void spawn_child(const struct spawn_config *cfg, int sock)
 		spawn_child_send(sock, SPAWN_MSG_EXEC, NULL);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL); /* the parent blocked everything around clone3 */
+		/* Belt and braces: whatever was opened since the fds were closed (a library, a
+		 * sanitizer runtime) must not cross into the sandbox. */
+		close_range(INITPROTO_CONTROL_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 		execveat(init_fd, "", (char *const *)(cfg->init_argv ? cfg->init_argv : default_argv),
 			 (char *const *)envp, AT_EMPTY_PATH);
 		err_setx(&e, errno, "execute init");
