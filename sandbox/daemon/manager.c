@@ -203,4 +203,5 @@ void manager_free(struct manager *m)
 	image_store_free(m->images);
 	store_close(m->store);
 	free(m->uid_slots);
+	free(m->methods);
 }

@@ -49,6 +49,7 @@ struct manager {
 	struct store *store;
 	struct image_store *images;
 	struct grpc_server *grpc;
+	struct grpc_method *methods; /* every module's RPC methods, served by grpc */
 	struct cgroup_host cgroups;
 	int init_memfd;            /* sealed copy of corral-init, exec'd as every sandbox's PID 1 */
 	struct sandbox *sandboxes; /* all known sandboxes, running and retained finished ones */

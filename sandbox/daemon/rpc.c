@@ -415,7 +415,7 @@ static void get_info(struct grpc_call *call, const ProtobufCMessage *msg, void *
 #define SANDBOX_METHOD(name, kind, req, fn) \
 	{"/corral.v1.SandboxService/" name, kind, &corral__v1__##req##__descriptor, fn}
 
-static const struct grpc_method methods[] = {
+static const struct grpc_method sandbox_methods[] = {
 	SANDBOX_METHOD("CreateSandbox", GRPC_METHOD_UNARY, create_sandbox_request, create_sandbox),
 	SANDBOX_METHOD("GetSandbox", GRPC_METHOD_UNARY, get_sandbox_request, get_sandbox),
 	SANDBOX_METHOD("ListSandboxes", GRPC_METHOD_UNARY, list_sandboxes_request, list_sandboxes),
@@ -429,6 +429,13 @@ static const struct grpc_method methods[] = {
 	SANDBOX_METHOD("SignalExec", GRPC_METHOD_UNARY, signal_exec_request, signal_exec),
 	SANDBOX_METHOD("ResizeExecPty", GRPC_METHOD_UNARY, resize_exec_pty_request, resize_exec_pty),
 	{"/corral.v1.SystemService/GetInfo", GRPC_METHOD_UNARY, &corral__v1__get_info_request__descriptor, get_info},
+};
+
+const struct rpc_methods rpc_sandbox_methods = {sandbox_methods, ARRAY_SIZE(sandbox_methods)};
+
+/* Every module's table; add a line here for a new service. */
+static const struct rpc_methods *const modules[] = {
+	&rpc_sandbox_methods,
 };
 
 static int read_token(const char *path, char *buf, size_t size, struct err *e)
@@ -454,9 +461,20 @@ int rpc_server_start(struct manager *m, struct err *e)
 		if ((r = read_token(m->cfg.token_file, token, sizeof(token), e)) < 0)
 			return r;
 	}
+	size_t n = 0, k = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(modules); i++)
+		n += modules[i]->n;
+	/* The server borrows the table for its lifetime: the manager owns it. */
+	struct grpc_method *all = calloc(n, sizeof(*all));
+	if (!all)
+		return err_set(e, ENOMEM, "method table");
+	for (size_t i = 0; i < ARRAY_SIZE(modules); i++)
+		for (size_t j = 0; j < modules[i]->n; j++)
+			all[k++] = modules[i]->methods[j];
+	m->methods = all;
 	struct grpc_server_config cfg = {
-		.methods = methods,
-		.n_methods = ARRAY_SIZE(methods),
+		.methods = all,
+		.n_methods = n,
 		.ctx = m,
 		.max_recv_message = MAX_RECV_MESSAGE,
 		.token = token[0] ? token : NULL,

@@ -1,6 +1,17 @@
-/* The RPC methods of corrald: the dispatch table and server start-up. */
+/* The RPC methods of corrald. Each module (sandboxes and execs, system, files, images, network)
+ * exports its own table; rpc_server_start serves them all. */
 #pragma once
+#include <stddef.h>
+
+#include "daemon/grpc.h"
 #include "daemon/manager.h"
 
-/* Create the gRPC server with every method and start listening as configured. */
+struct rpc_methods {
+	const struct grpc_method *methods;
+	size_t n;
+};
+
+extern const struct rpc_methods rpc_sandbox_methods; /* rpc.c: sandboxes, execs, GetInfo */
+
+/* Create the gRPC server with every module's methods and start listening as configured. */
 int rpc_server_start(struct manager *m, struct err *e);

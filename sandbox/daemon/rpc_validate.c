@@ -113,6 +113,11 @@ int validate_create_sandbox(const Corral__V1__CreateSandboxRequest *req, struct 
 		return r;
 	if (req->name[0] && !name_is_valid(req->name, MAX_NAME_LEN))
 		return err_setx(e, EINVAL, "name \"%.64s\" must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", req->name);
+	/* Fields the API has but this daemon does not implement yet: refuse, never ignore. */
+	if (req->network || req->n_ports)
+		return err_setx(e, ENOSYS, "network and ports are not supported by this daemon yet");
+	if (req->resources && req->resources->disk_mib)
+		return err_setx(e, ENOSYS, "resources.disk_mib is not supported by this daemon yet");
 	const Corral__V1__Resources *res = req->resources;
 	if (res) {
 		if (!isfinite(res->cpu) || res->cpu < 0 || res->cpu > MAX_CPU)
