@@ -216,7 +216,8 @@ int exec_restore(struct sandbox *sb, const struct store_exec_row *row, struct ex
 	}
 	ex->state = row->state;
 	ex->pid = row->pid;
-	ex->spawned = row->pid > 0 || row->state == EXEC_FINISHED;
+	/* Until init re-announces it (EXEC_STATE) an exec it may still hold has no fds here. */
+	ex->spawned = row->released;
 	ex->started_at_ms = row->started_at_ms;
 	ex->finished_at_ms = row->finished_at_ms;
 	ex->exit = row->exit;

@@ -671,11 +671,7 @@ static void finish_adoption(struct sandbox *sb)
 {
 	sb->adopting = false;
 	for (struct exec *ex = sb->execs; ex; ex = ex->next) {
-		if (ex->released)
-			continue;
-		bool held = ex->out[0].fd >= 0 || ex->out[1].fd >= 0 || ex->stdin_fd >= 0 || ex->pty_fd >= 0 ||
-			    ex->spawned;
-		if (held)
+		if (ex->released || ex->spawned) /* nothing held, or re-announced with its fds */
 			continue;
 		exec_on_sandbox_end(ex);
 		ex->released = true;
