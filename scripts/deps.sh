@@ -8,8 +8,9 @@ APT_PKGS=(
 	libuv1-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
 	protobuf-compiler protobuf-compiler-grpc libsqlite3-dev sqlite3
 	libseccomp-dev libcap-dev libbpf-dev bpftool libnl-3-dev libnl-route-3-dev libarchive-dev
-	busybox-static bubblewrap crun runc iproute2 nftables libnftables-dev
+	mmdebstrap busybox-static bubblewrap crun runc iproute2 nftables libnftables-dev
 	python3-grpcio python3-protobuf python3-pytest mypy tmux
+	python3-setuptools python3-venv python3-pip
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -1,5 +1,7 @@
 #include "daemon/convert.h"
 
+#include "daemon/rpc_net.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ int sandbox_pb_fill(const struct sandbox *sb, struct sandbox_pb *out)
 	out->msg.sandbox_id = (char *)sb->id;
 	out->msg.state = (Corral__V1__SandboxState)sb->state;
 	out->msg.image = spec->image;
+	out->msg.image_id = (char *)sb->image_id;
 	out->msg.n_command = spec->n_command;
 	out->msg.command = spec->command;
 	out->msg.name = spec->name;
@@ -36,6 +39,14 @@ int sandbox_pb_fill(const struct sandbox *sb, struct sandbox_pb *out)
 		out->resources.pids = spec->resources->pids;
 	}
 	out->msg.resources = &out->resources;
+	/* Network: the policy as currently set (UpdateNetworkPolicy rewrites the spec), the ports,
+	 * and the BPF counters while the sandbox has a link. */
+	out->msg.network = spec->network;
+	out->msg.n_ports = spec->n_ports;
+	out->msg.ports = spec->ports;
+	corral__v1__network_counters__init(&out->counters);
+	if (rpc_net_counters(sb, &out->counters))
+		out->msg.network_counters = &out->counters;
 	if (sb->state == SANDBOX_FINISHED) {
 		exit_fill(&sb->exit, &out->exit);
 		out->msg.exit_status = &out->exit;

@@ -8,6 +8,7 @@ struct sandbox_pb {
 	Corral__V1__Sandbox msg;
 	Corral__V1__ExitStatus exit;
 	Corral__V1__Resources resources;
+	Corral__V1__NetworkCounters counters;
 	Corral__V1__Sandbox__TagsEntry *tag_storage;
 	Corral__V1__Sandbox__TagsEntry **tags;
 };

@@ -180,6 +180,7 @@ int exec_new(struct sandbox *sb, const char *exec_id, uint32_t handle, const Cor
 	}
 	ex->state = EXEC_RUNNING;
 	ex->started_at_ms = time_now_ms();
+	ex->oom_kills_at_start = cgroup_set_oom_kill_count(sb->cg);
 	exec_init_streams(ex);
 	for (int i = 0; i < 2; i++) {
 		if (!ex->out[i].piped)
@@ -407,6 +408,13 @@ void exec_on_exited(struct exec *ex, int ws)
 		if (x.reason == REASON_TIMEOUT)
 			snprintf(x.message, sizeof(x.message), "exec timed out after %lld ms",
 				 (long long)ex->spec->timeout_ms);
+		/* A SIGKILL we did not send, while the OOM killer acted in this sandbox: it was the victim
+		 * (the kernel counts the kill before the victim can die). */
+		if (x.reason == REASON_SIGNALED && x.signal == SIGKILL &&
+		    cgroup_set_oom_kill_count(ex->sb->cg) > ex->oom_kills_at_start) {
+			x.reason = REASON_OOM_KILLED;
+			snprintf(x.message, sizeof(x.message), "killed by the out-of-memory killer at the sandbox's memory limit");
+		}
 	} else {
 		x.reason = REASON_TERMINATED;
 		snprintf(x.message, sizeof(x.message), "unexpected wait status 0x%x", (unsigned)ws);

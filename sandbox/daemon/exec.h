@@ -42,6 +42,7 @@ struct exec {
 	int64_t started_at_ms, finished_at_ms;
 	struct exit_info exit;
 	int32_t kill_reason;                 /* REASON_TIMEOUT/REASON_TERMINATED when we killed it; 0 otherwise */
+	uint64_t oom_kills_at_start;         /* the sandbox's OOM-kill count when it started (0 after a restart) */
 
 	struct outstream out[2];
 	int stdin_fd;                        /* -1 when closed */

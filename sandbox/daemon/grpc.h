@@ -85,6 +85,15 @@ void grpc_call_finish(struct grpc_call *call, enum grpc_status_code code, const 
  * loss, deadline (grpc-timeout; the server then answers DEADLINE_EXCEEDED itself), server close. */
 void grpc_call_on_cancel(struct grpc_call *call, void (*cb)(struct grpc_call *call, void *data), void *data);
 bool grpc_call_is_done(const struct grpc_call *call);
+/* One pointer of the handler's own per-call state (e.g. across the messages of a client stream);
+ * NULL until set. The server never looks at it: free what it points to from your cancel callback
+ * or when you finish the call. */
+void grpc_call_set_data(struct grpc_call *call, void *data);
+void *grpc_call_get_data(const struct grpc_call *call);
+/* The undecoded bytes of the request message the handler was called with (protobuf-c cuts a
+ * string at its first NUL; checks that must see the wire form use this). Valid only inside the
+ * handler and before it finishes the call; NULL elsewhere. */
+const uint8_t *grpc_call_request_bytes(const struct grpc_call *call, size_t *ret_len);
 /* Absolute deadline on uv_now()'s clock in ms; 0 when the client sent no grpc-timeout. */
 uint64_t grpc_call_deadline(const struct grpc_call *call);
 const char *grpc_call_method(const struct grpc_call *call);

@@ -382,6 +382,22 @@ bool grpc_call_is_done(const struct grpc_call *call)
 	return call->done;
 }
 
+void grpc_call_set_data(struct grpc_call *call, void *data)
+{
+	call->user_data = data;
+}
+
+void *grpc_call_get_data(const struct grpc_call *call)
+{
+	return call->user_data;
+}
+
+const uint8_t *grpc_call_request_bytes(const struct grpc_call *call, size_t *ret_len)
+{
+	*ret_len = call->req_raw ? call->req_raw_len : 0;
+	return call->req_raw;
+}
+
 uint64_t grpc_call_deadline(const struct grpc_call *call)
 {
 	return call->deadline;
@@ -458,6 +474,13 @@ static void call_message_done(struct grpc_call *call)
 		return; /* kept until END_STREAM, when the count is known */
 
 	ProtobufCMessage *req = protobuf_c_message_unpack(desc, NULL, call->rx_len, call->rx_buf ? call->rx_buf : empty);
+	if (req) { /* the raw bytes stay readable during the handler (grpc_call_request_bytes) */
+		call->req_raw = call->rx_buf ? call->rx_buf : empty;
+		call->req_raw_len = call->rx_len;
+		call_dispatch(call, req);
+		call->req_raw = NULL;
+		protobuf_c_message_free_unpacked(req, NULL);
+	}
 	call->rx_len = 0;
 	if (call->rx_cap > GRPC_WRITABLE_MARK) { /* do not hold a large buffer between messages */
 		free(call->rx_buf);
@@ -467,8 +490,6 @@ static void call_message_done(struct grpc_call *call)
 	if (!req)
 		return call_fail(call, 200, GRPC_STATUS_INVALID_ARGUMENT, "malformed request: cannot decode %s",
 				 desc->name);
-	call_dispatch(call, req);
-	protobuf_c_message_free_unpacked(req, NULL);
 }
 
 /* The 5-byte prefix of a request message is in: check flag and length before taking any body. */
@@ -573,14 +594,19 @@ static void call_end_of_request(struct grpc_call *call)
 
 	const ProtobufCMessageDescriptor *desc = call->method->request;
 	ProtobufCMessage *req = protobuf_c_message_unpack(desc, NULL, call->rx_len, call->rx_buf ? call->rx_buf : empty);
-	free(call->rx_buf);
+	if (req) { /* the raw bytes stay readable during the handler (grpc_call_request_bytes) */
+		call->req_raw = call->rx_buf ? call->rx_buf : empty;
+		call->req_raw_len = call->rx_len;
+		call_dispatch(call, req);
+		call->req_raw = NULL;
+		protobuf_c_message_free_unpacked(req, NULL);
+	}
+	free(call->rx_buf); /* (already NULL if the handler finished the call) */
 	call->rx_buf = NULL;
 	call->rx_cap = call->rx_len = 0;
 	if (!req)
 		return call_fail(call, 200, GRPC_STATUS_INVALID_ARGUMENT, "malformed request: cannot decode %s",
 				 desc->name);
-	call_dispatch(call, req);
-	protobuf_c_message_free_unpacked(req, NULL);
 }
 
 /* --- nghttp2 callbacks ------------------------------------------------------------------- */

@@ -134,6 +134,9 @@ struct grpc_call {
 	void *cancel_data;
 	void (*writable_cb)(struct grpc_call *call, void *data);
 	void *writable_data;
+	void *user_data; /* grpc_call_set_data */
+	const uint8_t *req_raw; /* the message being handled, undecoded (grpc_call_request_bytes) */
+	size_t req_raw_len;
 };
 
 struct grpc_server {

@@ -31,6 +31,20 @@ static void usage(FILE *out)
 		"  --uid-base UID         first host uid of sandbox uid ranges (default 100000000;\n"
 		"                         each sandbox gets 65536 uids)\n"
 		"  --log-level LEVEL      debug, info, warn or error (default info)\n"
+		"  --default-memory-mib N memory limit of sandboxes that set none (default 0: no limit)\n"
+		"  --default-disk-mib N   writable layer size of sandboxes that set none (default 10240)\n"
+		"  --default-pids N       process/thread limit of sandboxes that set none (default 4096)\n"
+		"  --require-hardening    refuse to start unless seccomp, user namespaces, cgroup limits and\n"
+		"                         the BPF device program can all be applied\n"
+		"  --no-confinement       FOR BENCHMARKS ONLY: sandboxes keep their namespaces but get no\n"
+		"                         capability drop, seccomp, Landlock or /proc masks. Never run\n"
+		"                         untrusted code on a daemon started with it\n"
+		"  --net-subnet CIDR      address pool of networked sandboxes, one /31 each (default 10.88.0.0/16)\n"
+		"  --net-uplink IFACE     interface sandbox traffic is masqueraded to (default: the default route's)\n"
+		"  --no-network           refuse sandboxes with outbound network (no NAT, no forwarding on this\n"
+		"                         host); exposed ports still work\n"
+		"  --dns ADDR[,ADDR...]   resolvers networked sandboxes may query (default: /etc/resolv.conf's)\n"
+		"  --port-bind ADDR       host address where exposed sandbox ports listen (default 127.0.0.1)\n"
 		"  --version              print the version\n"
 		"  --help                 this text\n\n"
 		"Sandboxes keep running when corrald stops; a corrald started on the same state dir adopts them.\n");
@@ -38,6 +52,9 @@ static void usage(FILE *out)
 
 enum { OPT_SOCKET = 256, OPT_STATE, OPT_LISTEN, OPT_TOKEN, OPT_CGROUP, OPT_INIT, OPT_MAX, OPT_OUTBUF, OPT_RETENTION,
        OPT_UIDBASE, OPT_LOG, OPT_VERSION, OPT_HELP };
+enum { OPT_REQUIRE_HARDENING = 512, OPT_NO_CONFINEMENT };
+enum { OPT_DEFAULT_MEMORY = 768, OPT_DEFAULT_DISK, OPT_DEFAULT_PIDS };
+enum { OPT_NET_SUBNET = 1024, OPT_NET_UPLINK, OPT_DNS, OPT_PORT_BIND, OPT_NO_NETWORK };
 
 static bool copy_arg(char *dst, size_t size, const char *flag, const char *val)
 {
@@ -68,6 +85,16 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		{"max-sandboxes", required_argument, NULL, OPT_MAX}, {"output-buffer", required_argument, NULL, OPT_OUTBUF},
 		{"retention", required_argument, NULL, OPT_RETENTION}, {"uid-base", required_argument, NULL, OPT_UIDBASE},
 		{"log-level", required_argument, NULL, OPT_LOG},   {"version", no_argument, NULL, OPT_VERSION},
+		{"require-hardening", no_argument, NULL, OPT_REQUIRE_HARDENING},
+		{"no-confinement", no_argument, NULL, OPT_NO_CONFINEMENT},
+		{"default-memory-mib", required_argument, NULL, OPT_DEFAULT_MEMORY},
+		{"default-disk-mib", required_argument, NULL, OPT_DEFAULT_DISK},
+		{"default-pids", required_argument, NULL, OPT_DEFAULT_PIDS},
+		{"net-subnet", required_argument, NULL, OPT_NET_SUBNET},
+		{"net-uplink", required_argument, NULL, OPT_NET_UPLINK},
+		{"no-network", no_argument, NULL, OPT_NO_NETWORK},
+		{"dns", required_argument, NULL, OPT_DNS},
+		{"port-bind", required_argument, NULL, OPT_PORT_BIND},
 		{"help", no_argument, NULL, OPT_HELP},             {NULL, 0, NULL, 0},
 	};
 	uint64_t v;
@@ -116,6 +143,29 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 				ok = false;
 			}
 			break;
+		case OPT_REQUIRE_HARDENING: cfg->require_hardening = true; break;
+		case OPT_NO_CONFINEMENT: cfg->no_confinement = true; break;
+		case OPT_DEFAULT_MEMORY: /* 0: no limit; else as resources.memory_mib allows */
+			ok = number_arg("--default-memory-mib", optarg, 0, 1024ULL * 1024 * 1024, &v);
+			if (ok && v && v < 8) {
+				fprintf(stderr, "corrald: --default-memory-mib: 0 (no limit) or at least 8\n");
+				ok = false;
+			}
+			cfg->default_memory_mib = v;
+			break;
+		case OPT_DEFAULT_DISK:
+			ok = number_arg("--default-disk-mib", optarg, 1, 1024ULL * 1024, &v);
+			cfg->default_disk_mib = v;
+			break;
+		case OPT_DEFAULT_PIDS:
+			ok = number_arg("--default-pids", optarg, 16, 4u * 1024 * 1024, &v);
+			cfg->default_pids = (uint32_t)v;
+			break;
+		case OPT_NET_SUBNET: ok = copy_arg(cfg->net_subnet, sizeof(cfg->net_subnet), "--net-subnet", optarg); break;
+		case OPT_NET_UPLINK: ok = copy_arg(cfg->net_uplink, sizeof(cfg->net_uplink), "--net-uplink", optarg); break;
+		case OPT_NO_NETWORK: cfg->no_network = true; break;
+		case OPT_DNS: ok = copy_arg(cfg->net_dns, sizeof(cfg->net_dns), "--dns", optarg); break;
+		case OPT_PORT_BIND: ok = copy_arg(cfg->port_bind, sizeof(cfg->port_bind), "--port-bind", optarg); break;
 		case OPT_VERSION: printf("corrald %s\n", CORRAL_VERSION); return 1;
 		case OPT_HELP: usage(stdout); return 1;
 		default: usage(stderr); return -1;
@@ -130,6 +180,10 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 	/* Paths below the state dir are built in PATH_MAX buffers; keep the root well short of it. */
 	if (strlen(cfg->state_dir) > 512 || cfg->state_dir[0] != '/') {
 		fprintf(stderr, "corrald: --state-dir must be an absolute path of at most 512 bytes\n");
+		return -1;
+	}
+	if (cfg->require_hardening && cfg->no_confinement) {
+		fprintf(stderr, "corrald: --require-hardening and --no-confinement contradict each other\n");
 		return -1;
 	}
 	if (strlen(cfg->socket_path) >= 108) {
@@ -173,6 +227,8 @@ int main(int argc, char **argv)
 		.retention_s = 600,
 		.uid_base = 100000000,
 		.log_level = LOG_LEVEL_INFO,
+		.net_subnet = "10.88.0.0/16",
+		.port_bind = "127.0.0.1",
 	};
 	int r = parse_args(argc, argv, &cfg);
 	if (r != 0)

@@ -5,14 +5,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/grpc.h"
+#include "daemon/hardening.h"
+#include "daemon/image_build.h"
 #include "daemon/rpc.h"
 #include "daemon/sandbox.h"
 #include "daemon/uvutil.h"
+#include "netpolicy/netpolicy.h"
+#include "runtime/devpolicy.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/misc.h"
@@ -71,6 +77,30 @@ static int load_init(const char *path, int *ret, struct err *e)
 	return 0;
 }
 
+/* The device program is loaded once; each sandbox gets it attached at create. If the kernel
+ * refuses it, sandboxes still start (the v1 devices controller, where mounted, and the
+ * user namespace still keep device nodes out of reach), GetInfo says so, and
+ * --require-hardening refuses to run. */
+static void manager_load_devpolicy(struct manager *m)
+{
+	struct err e = {0};
+	if (!m->cgroups.v2_root[0]) {
+		snprintf(m->devpolicy_detail, sizeof(m->devpolicy_detail),
+			 "no cgroup2 hierarchy to attach the cgroup_dev program to");
+	} else if (devpolicy_load(&m->devpolicy, &e) < 0) {
+		snprintf(m->devpolicy_detail, sizeof(m->devpolicy_detail), "%s", e.msg);
+	} else {
+		m->devpolicy_active = true;
+		snprintf(m->devpolicy_detail, sizeof(m->devpolicy_detail),
+			 "cgroup_dev program %u on each sandbox's v2 cgroup%s", devpolicy_prog_id(m->devpolicy),
+			 m->cgroups.v1_devices[0] ? ", and the v1 devices controller" : "");
+	}
+	if (m->devpolicy_active)
+		log_info("device policy: %s", m->devpolicy_detail);
+	else
+		log_warn("device policy not active: %s", m->devpolicy_detail);
+}
+
 static void on_purge(uv_timer_t *t)
 {
 	struct manager *m = t->data;
@@ -87,6 +117,10 @@ int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, s
 	memset(m, 0, sizeof(*m));
 	m->loop = loop;
 	m->cfg = *cfg;
+	if (!m->cfg.default_pids)
+		m->cfg.default_pids = DEFAULT_PIDS;
+	if (!m->cfg.default_disk_mib)
+		m->cfg.default_disk_mib = DEFAULT_DISK_MIB;
 	m->init_memfd = -1;
 	int r = fs_mkdir_p(cfg->state_dir, 0700, e);
 	if (r < 0)
@@ -103,7 +137,21 @@ int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, s
 		return r;
 	if ((r = cgroup_host_init(cfg->cgroup_parent, &m->cgroups, e)) < 0)
 		return err_prefix(e, "cgroups");
+	/* Networking only parses its configuration here; the host is touched on first need. */
+	struct netpolicy_config ncfg;
+	memset(&ncfg, 0, sizeof(ncfg));
+	snprintf(ncfg.subnet, sizeof(ncfg.subnet), "%s", cfg->net_subnet);
+	snprintf(ncfg.uplink, sizeof(ncfg.uplink), "%s", cfg->net_uplink);
+	snprintf(ncfg.dns, sizeof(ncfg.dns), "%s", cfg->net_dns);
+	snprintf(ncfg.nat_table, sizeof(ncfg.nat_table), "%s", cfg->cgroup_parent);
+	if ((r = netpolicy_new(&ncfg, &m->net, e)) < 0)
+		return r;
+	manager_load_devpolicy(m);
+	if ((r = hardening_init(m, e)) < 0 || (r = hardening_require(m, e)) < 0)
+		return r;
 	if ((r = load_init(cfg->init_path, &m->init_memfd, e)) < 0)
+		return r;
+	if ((r = image_service_new(m, &m->imgsvc, e)) < 0)
 		return r;
 	m->uid_slots = calloc(cfg->max_sandboxes ? cfg->max_sandboxes : 1, 1);
 	if (!m->uid_slots)
@@ -149,6 +197,32 @@ static int collect_row(const struct store_sandbox_row *row, void *data)
 	return 0;
 }
 
+/* A daemon killed between creating a sandbox's directory (and mounting its writable layer there)
+ * and recording it leaves a directory no record names: unmount and remove it. */
+static void manager_sweep_sandbox_dirs(struct manager *m)
+{
+	DIR *d = opendir(m->sandboxes_dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char path[PATH_MAX];
+		if (de->d_name[0] == '.' || manager_find_sandbox(m, de->d_name))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", m->sandboxes_dir, de->d_name);
+		log_warn("removing %s: no sandbox record names it", path);
+		(void)umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
+		fs_remove_tree(path, NULL);
+	}
+	closedir(d);
+}
+
+static bool manager_sandbox_running(const char *id, void *data)
+{
+	struct sandbox *sb = manager_find_sandbox(data, id);
+	return sb && sb->state == SANDBOX_RUNNING;
+}
+
 int manager_adopt(struct manager *m, struct err *e)
 {
 	struct adopt_rows a = {0};
@@ -163,6 +237,8 @@ int manager_adopt(struct manager *m, struct err *e)
 	free(a.rows);
 	if (r < 0)
 		return r == -ENOMEM ? err_set(e, ENOMEM, "adopt") : r;
+	manager_sweep_sandbox_dirs(m);
+	image_store_unpin_stale(m->images, manager_sandbox_running, m); /* pins of sandboxes that are gone */
 	if (a.n)
 		log_info("found %zu sandbox record(s) from an earlier run; %u running", a.n, m->n_running);
 	return 0;
@@ -200,6 +276,12 @@ void manager_free(struct manager *m)
 		sandbox_detach(m->sandboxes);
 	if (m->init_memfd >= 0)
 		close(m->init_memfd);
+	devpolicy_free(m->devpolicy);
+	m->devpolicy = NULL;
+	hardening_free(m);
+	netpolicy_free(m->net);
+	m->net = NULL;
+	image_service_free(m->imgsvc);
 	image_store_free(m->images);
 	store_close(m->store);
 	free(m->uid_slots);

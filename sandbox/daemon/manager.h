@@ -26,6 +26,8 @@
 #define MAX_TAG_KEY 128
 #define MAX_TAG_VALUE 1024
 #define UID_RANGE 65536                  /* uids per sandbox */
+#define DEFAULT_PIDS 4096                /* resources.pids when a request leaves it 0 */
+#define DEFAULT_DISK_MIB (10 * 1024)     /* writable layer size when resources.disk_mib is 0 */
 
 struct config {
 	char socket_path[PATH_MAX];
@@ -39,18 +41,45 @@ struct config {
 	uint32_t retention_s;    /* how long finished sandboxes stay visible */
 	uid_t uid_base;
 	enum log_level log_level;
+	/* Applied when a request leaves a resource 0 (--default-*); 0 here: that default's constant
+	 * (memory: no limit). */
+	uint64_t default_memory_mib;
+	uint64_t default_disk_mib;
+	uint32_t default_pids;
+	bool require_hardening;  /* --require-hardening: refuse to start without every layer */
+	bool no_confinement;     /* --no-confinement: namespaces only, for benchmarks */
+	/* Networking (netpolicy/): --net-subnet, --net-uplink ("": default route's), --dns ("": the
+	 * host's resolvers), --port-bind (where tunnels listen). */
+	char net_subnet[64];
+	char net_uplink[16];
+	bool no_network;        /* --no-network: never touch the host's forwarding or NAT */
+	char net_dns[256];
+	char port_bind[64];
 };
 
 struct sandbox;
+struct image_service;
+struct devpolicy;
+struct netpolicy;
+struct confine;
 
 struct manager {
 	uv_loop_t *loop;
 	struct config cfg;
 	struct store *store;
 	struct image_store *images;
+	struct image_service *imgsvc; /* builds, imports, snapshots, layer GC (daemon/image_build.c) */
 	struct grpc_server *grpc;
 	struct grpc_method *methods; /* every module's RPC methods, served by grpc */
 	struct cgroup_host cgroups;
+	struct devpolicy *devpolicy;   /* the cgroup_dev program, loaded once; NULL if the kernel refused */
+	bool devpolicy_active;         /* every new sandbox gets the device program (GetInfo reads these) */
+	char devpolicy_detail[128];    /* what is enforced, or why not */
+	struct confine *confine;       /* caps, seccomp, Landlock, /proc masks: built once, applied per sandbox */
+	bool userns_ok;                /* probed at start: unprivileged-range user namespaces work */
+	char userns_detail[128];
+	char bpf_lsm_detail[160];      /* BPF LSM probe result (never used for enforcement) */
+	struct netpolicy *net;         /* networking: pool, NAT, BPF policy (set up on first need) */
 	int init_memfd;            /* sealed copy of corral-init, exec'd as every sandbox's PID 1 */
 	struct sandbox *sandboxes; /* all known sandboxes, running and retained finished ones */
 	uint32_t n_running;

@@ -10,6 +10,7 @@
 #include "daemon/convert.h"
 #include "daemon/exec.h"
 #include "daemon/grpc.h"
+#include "daemon/hardening.h"
 #include "daemon/rpc_validate.h"
 #include "init/initproto.h"
 #include "daemon/sandbox.h"
@@ -86,6 +87,11 @@ static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, 
 						 req->name, o->id);
 				return;
 			}
+	}
+	if (req->network && m->cfg.no_network) {
+		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
+				 "outbound networking is disabled on this daemon (--no-network)");
+		return;
 	}
 	Corral__V1__CreateSandboxRequest fixed = *req;
 	if (!fixed.image[0])
@@ -354,49 +360,28 @@ static void get_info(struct grpc_call *call, const ProtobufCMessage *msg, void *
 	struct manager *m = ctx;
 	struct utsname u;
 	uname(&u);
-	char cg_detail[128];
-	snprintf(cg_detail, sizeof(cg_detail), "per-sandbox cgroups (%s) under %s",
-		 cgroup_mode_name(m->cgroups.mode), m->cfg.cgroup_parent);
-	static const struct {
-		const char *name;
-		bool active;
-		const char *detail;
-	} layers[] = {
-		{"user_namespace", true, "sandbox root is an unprivileged host uid range per sandbox"},
-		{"pid_namespace", true, "corral-init is PID 1"},
-		{"mount_namespace", true, "overlayfs root entered with pivot_root"},
-		{"network_namespace", true, "loopback only"},
-		{"uts_ipc_namespaces", true, "hostname = sandbox id"},
-		{"seccomp", false, "not applied yet"},
-		{"capabilities", false, "not dropped yet"},
-		{"landlock", false, "not applied yet"},
-		{"bpf_device_policy", false, "not applied yet"},
-		{"bpf_lsm", false, "not used"},
-	};
-	Corral__V1__Feature feats[ARRAY_SIZE(layers) + 1], *fptrs[ARRAY_SIZE(layers) + 1];
-	size_t nf = 0;
-	for (; nf < ARRAY_SIZE(layers); nf++) {
-		corral__v1__feature__init(&feats[nf]);
-		feats[nf].name = (char *)layers[nf].name;
-		feats[nf].active = layers[nf].active;
-		feats[nf].detail = (char *)layers[nf].detail;
-		fptrs[nf] = &feats[nf];
+	/* Every layer, driven by what was built and probed at start (daemon/hardening.c). */
+	struct hardening_layer layers[HARDENING_MAX_LAYERS];
+	size_t nf = hardening_layers(m, layers, ARRAY_SIZE(layers));
+	Corral__V1__Feature feats[HARDENING_MAX_LAYERS], *fptrs[HARDENING_MAX_LAYERS];
+	for (size_t i = 0; i < nf; i++) {
+		corral__v1__feature__init(&feats[i]);
+		feats[i].name = (char *)layers[i].name;
+		feats[i].active = layers[i].active;
+		feats[i].detail = layers[i].detail;
+		fptrs[i] = &feats[i];
 	}
-	corral__v1__feature__init(&feats[nf]);
-	feats[nf].name = (char *)"cgroups";
-	feats[nf].active = m->cgroups.mode != CGROUP_MODE_NONE;
-	feats[nf].detail = cg_detail;
-	fptrs[nf] = &feats[nf];
-	nf++;
 	Corral__V1__Capacity cap = CORRAL__V1__CAPACITY__INIT;
 	cap.max_sandboxes = m->cfg.max_sandboxes;
 	cap.running_sandboxes = m->n_running;
 	cap.cpus = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
 	cap.memory_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-	const char *const *names = image_store_builtin_names();
+	char **names = NULL; /* built-ins, then named images */
 	size_t ni = 0;
-	while (names[ni])
-		ni++;
+	if (image_store_names(m->images, &names, &ni) < 0) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
 	Corral__V1__GetInfoResponse resp = CORRAL__V1__GET_INFO_RESPONSE__INIT;
 	resp.version = (char *)CORRAL_VERSION;
 	resp.kernel_release = u.release;
@@ -404,10 +389,11 @@ static void get_info(struct grpc_call *call, const ProtobufCMessage *msg, void *
 	resp.features = fptrs;
 	resp.capacity = &cap;
 	resp.n_images = ni;
-	resp.images = (char **)names;
+	resp.images = names;
 	resp.cgroup_mode = (char *)cgroup_mode_name(m->cgroups.mode);
 	if (grpc_call_send(call, &resp.base) == 0)
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	image_names_free(names, ni);
 }
 
 /* ---- table ------------------------------------------------------------------------------------ */
@@ -436,6 +422,9 @@ const struct rpc_methods rpc_sandbox_methods = {sandbox_methods, ARRAY_SIZE(sand
 /* Every module's table; add a line here for a new service. */
 static const struct rpc_methods *const modules[] = {
 	&rpc_sandbox_methods,
+	&rpc_net_methods,
+	&rpc_files_methods,
+	&rpc_images_methods,
 };
 
 static int read_token(const char *path, char *buf, size_t size, struct err *e)

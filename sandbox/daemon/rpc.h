@@ -12,6 +12,9 @@ struct rpc_methods {
 };
 
 extern const struct rpc_methods rpc_sandbox_methods; /* rpc.c: sandboxes, execs, GetInfo */
+extern const struct rpc_methods rpc_images_methods;  /* rpc_images.c: ImageService, SnapshotFilesystem */
+extern const struct rpc_methods rpc_net_methods;     /* rpc_net.c: UpdateNetworkPolicy, GetSandboxTunnels */
+extern const struct rpc_methods rpc_files_methods;   /* rpc_files.c: the filesystem API */
 
 /* Create the gRPC server with every module's methods and start listening as configured. */
 int rpc_server_start(struct manager *m, struct err *e);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "daemon/manager.h"
+#include "daemon/rpc_net.h"
 #include "init/initproto.h"
 #include "util/misc.h"
 
@@ -14,6 +15,7 @@
 #define MAX_CPU 1024.0
 #define MAX_MEMORY_MIB (1024ULL * 1024 * 1024)
 #define MAX_PIDS (4u * 1024 * 1024)
+#define MAX_DISK_MIB (1024ULL * 1024) /* 1 TiB: the writable layer is a tmpfs, charged as memory */
 
 static int validate_argv(const char *field, char *const *argv, size_t n, bool required, struct err *e)
 {
@@ -114,10 +116,8 @@ int validate_create_sandbox(const Corral__V1__CreateSandboxRequest *req, struct 
 	if (req->name[0] && !name_is_valid(req->name, MAX_NAME_LEN))
 		return err_setx(e, EINVAL, "name \"%.64s\" must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}", req->name);
 	/* Fields the API has but this daemon does not implement yet: refuse, never ignore. */
-	if (req->network || req->n_ports)
-		return err_setx(e, ENOSYS, "network and ports are not supported by this daemon yet");
-	if (req->resources && req->resources->disk_mib)
-		return err_setx(e, ENOSYS, "resources.disk_mib is not supported by this daemon yet");
+	if ((r = rpc_net_validate(req->network, req->ports, req->n_ports, e)) < 0)
+		return r;
 	const Corral__V1__Resources *res = req->resources;
 	if (res) {
 		if (!isfinite(res->cpu) || res->cpu < 0 || res->cpu > MAX_CPU)
@@ -128,6 +128,8 @@ int validate_create_sandbox(const Corral__V1__CreateSandboxRequest *req, struct 
 			return err_setx(e, EINVAL, "resources.memory_mib must be at least 8");
 		if (res->pids > MAX_PIDS)
 			return err_setx(e, EINVAL, "resources.pids is too large (at most %u)", MAX_PIDS);
+		if (res->disk_mib > MAX_DISK_MIB)
+			return err_setx(e, EINVAL, "resources.disk_mib is too large (at most %llu)", MAX_DISK_MIB);
 	}
 	return 0;
 }

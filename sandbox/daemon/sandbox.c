@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -15,8 +16,11 @@
 #include <unistd.h>
 
 #include "daemon/exec.h"
+#include "daemon/rpc_net.h"
+#include "daemon/rpc_files.h"
 #include "daemon/uvutil.h"
 #include "init/initproto.h"
+#include "runtime/devpolicy.h"
 #include "runtime/spawn.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -24,6 +28,8 @@
 
 #define CTL_PACKETS_PER_TURN 64   /* fairness: a chatty init cannot starve the loop */
 #define ADOPT_WAIT_MS 2000        /* how long a restarted daemon waits for init to park its socket */
+#define RW_INODES_PER_MIB 32      /* inodes of the writable layer per MiB of its size (kernel memory) */
+#define RW_MIN_INODES 16384
 
 static void sandbox_release_resources(struct sandbox *sb);
 
@@ -34,6 +40,32 @@ static int pidfd_send_signal_(int pidfd, int sig) { return (int)syscall(SYS_pidf
 static void sandbox_dir(const struct sandbox *sb, const char *sub, char *buf, size_t size)
 {
 	snprintf(buf, size, "%s/%s%s%s", sb->m->sandboxes_dir, sb->id, sub ? "/" : "", sub ? sub : "");
+}
+
+/* The sandbox's directory is its writable layer: a tmpfs of the disk limit's size mounted on it in
+ * the daemon's (the host's) mount namespace, holding upper/, work/ and the root mount point. The
+ * host can read the upper dir (snapshots), also after a daemon restart, and the size bounds what
+ * the sandbox can write. Pages are charged to the memory cgroup of the writer: the sandbox. */
+static int rw_mount(const char *path, uint64_t disk_mib, struct err *e)
+{
+	char opts[128];
+	uint64_t inodes = disk_mib * RW_INODES_PER_MIB;
+	if (inodes < RW_MIN_INODES)
+		inodes = RW_MIN_INODES;
+	snprintf(opts, sizeof(opts), "size=%llum,nr_inodes=%llu,mode=0711,uid=0,gid=0", (unsigned long long)disk_mib,
+		 (unsigned long long)inodes);
+	/* nosuid, nodev, noexec: what the sandbox writes is never run or opened as a device on the host. */
+	if (mount("corral-rw", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0)
+		return err_set(e, errno, "mount the writable layer (tmpfs, %llu MiB) on %s", (unsigned long long)disk_mib,
+			       path);
+	return 0;
+}
+
+/* Unmount the writable layer if it is mounted (EINVAL: it is not). */
+static void rw_unmount(const struct sandbox *sb, const char *path)
+{
+	if (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+		log_warn("sandbox %s: unmount writable layer %s: %s", sb->id, path, strerror(errno));
 }
 
 static void spool_dir(const struct sandbox *sb, char *buf, size_t size)
@@ -136,7 +168,7 @@ static void on_idle(uv_timer_t *t)
 		return;
 	uint64_t idle_ms = (uint64_t)sb->spec->idle_timeout_ms;
 	uint64_t now = manager_now(sb->m);
-	if (sb->running_user_execs > 0 || now < sb->last_activity + idle_ms) {
+	if (sb->running_user_execs > 0 || rpc_net_sandbox_busy(sb) || now < sb->last_activity + idle_ms) {
 		arm_idle_timer(sb);
 		return;
 	}
@@ -201,7 +233,7 @@ static void handle_packet(struct sandbox *sb, const uint8_t *buf, size_t len, in
 	size_t blen = len - sizeof(h);
 	struct exec *ex = h.type == INITPROTO_READY ? NULL : find_exec_by_handle(sb, h.handle);
 	struct err e = {0};
-	if (h.type != INITPROTO_SPAWNED && h.type != INITPROTO_EXEC_STATE && nfds) {
+	if (h.type != INITPROTO_SPAWNED && h.type != INITPROTO_EXEC_STATE && h.type != INITPROTO_FILE_RESULT && nfds) {
 		for (size_t i = 0; i < nfds; i++)
 			close(fds[i]);
 		protocol_violation(sb, "unexpected file descriptors");
@@ -263,6 +295,11 @@ static void handle_packet(struct sandbox *sb, const uint8_t *buf, size_t len, in
 			exec_on_exited(ex, x.wait_status);
 		return;
 	}
+	case INITPROTO_FILE_RESULT:
+	case INITPROTO_FILE_ENTRIES: /* the file API's answers: rpc_files.c checks them (ids, fds, sizes) */
+		if (rpc_files_on_packet(sb, h.type, h.handle, body, blen, fds, nfds, &e) < 0)
+			protocol_violation(sb, e.msg);
+		return;
 	default:
 		protocol_violation(sb, "unknown message type");
 		return;
@@ -285,7 +322,7 @@ static void on_ctl(uv_poll_t *p, int status, int events)
 	struct sandbox *sb = p->data;
 	if (!sb)
 		return;
-	uint8_t buf[1024];
+	uint8_t buf[INITPROTO_FILE_REPLY_MAX]; /* the largest packet init sends (a file listing chunk) */
 	for (int i = 0; i < CTL_PACKETS_PER_TURN && sb->ctl_fd >= 0; i++) {
 		int fds[INITPROTO_MAX_FDS];
 		size_t nfds = INITPROTO_MAX_FDS;
@@ -416,6 +453,7 @@ static struct sandbox *sandbox_alloc(struct manager *m)
 
 static void sandbox_free(struct sandbox *sb)
 {
+	rpc_files_sandbox_free(sb);
 	while (sb->execs) {
 		struct exec *ex = sb->execs;
 		sb->execs = ex->next;
@@ -428,6 +466,7 @@ static void sandbox_free(struct sandbox *sb)
 		close(sb->pidfd);
 	uvutil_close((uv_handle_t *)sb->life_timer);
 	uvutil_close((uv_handle_t *)sb->idle_timer);
+	rpc_net_sandbox_free(sb);
 	cgroup_set_free(sb->cg);
 	if (sb->spec)
 		corral__v1__create_sandbox_request__free_unpacked(sb->spec, NULL);
@@ -462,6 +501,7 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 		goto undo_alloc;
 	}
 	id_random(sb->id, sizeof(sb->id), "sb-", 8);
+	snprintf(sb->image_id, sizeof(sb->image_id), "%s", img->id);
 	sb->created_at_ms = time_now_ms();
 	r = manager_alloc_uid_slot(m, &sb->uid_slot);
 	if (r < 0) {
@@ -475,7 +515,16 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	sandbox_dir(sb, "upper", upper, sizeof(upper));
 	sandbox_dir(sb, "work", work, sizeof(work));
 	sandbox_dir(sb, "root", root, sizeof(root));
-	if (mkdir(path, 0711) < 0 || mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0 || mkdir(root, 0755) < 0 ||
+	const Corral__V1__Resources *res = req->resources;
+	uint64_t disk_mib = res && res->disk_mib ? res->disk_mib : m->cfg.default_disk_mib;
+	if (mkdir(path, 0711) < 0) {
+		r = err_set(e, errno, "create sandbox directory %s", path);
+		goto undo_alloc_slot;
+	}
+	r = rw_mount(path, disk_mib, e);
+	if (r < 0)
+		goto undo_dirs;
+	if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0 || mkdir(root, 0755) < 0 ||
 	    chown(upper, uid_base, uid_base) < 0) {
 		r = err_set(e, errno, "create sandbox directories in %s", path);
 		goto undo_dirs;
@@ -485,15 +534,23 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 		r = err_set(e, errno, "create %s", path);
 		goto undo_dirs;
 	}
-	const Corral__V1__Resources *res = req->resources;
+	uint64_t memory_mib = res && res->memory_mib ? res->memory_mib : m->cfg.default_memory_mib;
 	struct cgroup_limits limits = {
-		.memory_bytes = res ? res->memory_mib * 1024 * 1024 : 0,
-		.pids = res ? res->pids : 0,
+		.memory_bytes = memory_mib * 1024 * 1024,
+		.pids = res && res->pids ? res->pids : m->cfg.default_pids,
 		.cpus = res ? res->cpu : 0,
 	};
+	limits.devices = devpolicy_v1_rules(&limits.n_devices);
 	r = cgroup_set_create(&m->cgroups, sb->id, &limits, &sb->cg, e);
 	if (r < 0)
 		goto undo_dirs;
+	/* Before the sandbox's first process exists (it is cloned into this cgroup). Fail closed: a
+	 * daemon whose program loaded does not start a sandbox without it. */
+	if (m->devpolicy_active) {
+		r = devpolicy_attach(m->devpolicy, cgroup_set_v2_fd(sb->cg), e);
+		if (r < 0)
+			goto undo_cgroup;
+	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
 		r = err_set(e, errno, "control socket");
 		goto undo_cgroup;
@@ -511,6 +568,7 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 		.control_fd = sp[1],
 		.cgroups = sb->cg,
 		.new_netns = true,
+		.confine = m->confine,
 	};
 	struct spawn_result res_spawn;
 	r = spawn_sandbox(&cfg, &res_spawn, e);
@@ -521,9 +579,19 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	sb->init_pid = res_spawn.pid;
 	sb->pidfd = res_spawn.pidfd;
 	sb->init_start_time = res_spawn.start_time;
+	/* Init runs, no user process yet: network and tunnels are in place before anything else is. */
+	r = rpc_net_sandbox_setup(sb, e);
+	if (r < 0)
+		goto undo_init;
 	r = persist_new(sb, e);
 	if (r < 0)
 		goto undo_init;
+	/* While it runs, its image cannot be deleted nor its layers collected. */
+	r = image_store_pin(m->images, sb->id, sb->image_id, e);
+	if (r < 0) {
+		store_sandbox_delete(m->store, sb->id, NULL);
+		goto undo_init;
+	}
 	if (ctl_open(sb, TAKE_FD(sp[0]), false) < 0 || watch_init(sb) < 0 || start_timers(sb) < 0) {
 		r = err_set(e, EIO, "start watching sandbox %s", sb->id);
 		store_sandbox_delete(m->store, sb->id, NULL);
@@ -540,6 +608,8 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	return 0;
 
 undo_init:
+	image_store_unpin(m->images, sb->id);
+	rpc_net_sandbox_release(sb);
 	pidfd_send_signal_(sb->pidfd, SIGKILL);
 	waitid(P_PIDFD, (id_t)sb->pidfd, &(siginfo_t){0}, WEXITED);
 undo_socket:
@@ -550,9 +620,11 @@ undo_cgroup:
 	sb->cg = NULL;
 undo_dirs:
 	sandbox_dir(sb, NULL, path, sizeof(path));
+	rw_unmount(sb, path);
 	fs_remove_tree(path, NULL);
 	spool_dir(sb, path, sizeof(path));
 	fs_remove_tree(path, NULL);
+undo_alloc_slot:
 	manager_free_uid_slot(m, sb->uid_slot);
 undo_alloc:
 	image_free(img);
@@ -589,6 +661,7 @@ void sandbox_finish(struct sandbox *sb, int32_t reason, int32_t code, int32_t si
 		cgroup_set_kill(sb->cg, NULL);
 	for (struct exec *ex = sb->execs; ex; ex = ex->next)
 		exec_on_sandbox_end(ex);
+	rpc_files_sandbox_end(sb);
 	log_info("sandbox %s finished (reason %d%s%s)", sb->id, reason, message && *message ? ": " : "",
 		 message ? message : "");
 	waitlist_wake(&sb->waiters);
@@ -602,18 +675,23 @@ static void sandbox_release_resources(struct sandbox *sb)
 	if (sb->resources_released)
 		return;
 	sb->resources_released = true;
+	rpc_net_sandbox_release(sb);
 	ctl_close(sb);
 	struct err e = {0};
-	if (sb->cg && cgroup_set_destroy(sb->cg, &e) < 0)
+	if (sb->cg)
+		devpolicy_forget(sb->m->devpolicy, cgroup_set_v2_fd(sb->cg));
+	if (sb->cg && cgroup_set_destroy(sb->cg, &e) < 0) /* removing the v2 cgroup detaches its programs */
 		log_warn("sandbox %s: %s", sb->id, e.msg);
 	sb->cg = NULL;
 	char path[PATH_MAX];
 	sandbox_dir(sb, NULL, path, sizeof(path));
+	rw_unmount(sb, path);
 	if (fs_remove_tree(path, &e) < 0)
 		log_warn("sandbox %s: %s", sb->id, e.msg);
 	if (sb->has_uid_slot)
 		manager_free_uid_slot(sb->m, sb->uid_slot);
 	sb->has_uid_slot = false;
+	image_store_unpin(sb->m->images, sb->id); /* its image may now be deleted or collected */
 	for (struct exec *ex = sb->execs; ex; ex = ex->next)
 		if (!ex->released) { /* init is gone: nothing of ours is held there any more */
 			ex->released = true;
@@ -715,7 +793,9 @@ int sandbox_adopt(struct manager *m, const struct store_sandbox_row *row, struct
 	sb->init_pid = row->init_pid;
 	sb->init_start_time = row->init_start_time;
 	store_exec_foreach(m->store, sb->id, restore_exec_cb, sb, NULL);
+	image_store_pinned(m->images, sb->id, sb->image_id);
 	cgroup_set_open(&m->cgroups, sb->id, &sb->cg, NULL);
+	rpc_net_sandbox_adopt(sb);
 	if (sb->uid_slot < m->cfg.max_sandboxes && !m->uid_slots[sb->uid_slot]) {
 		m->uid_slots[sb->uid_slot] = 1;
 		sb->has_uid_slot = true;

@@ -29,6 +29,8 @@ struct sandbox {
 	uv_poll_t *ctl_poll;
 	bool adopting;             /* HELLO(adopt) sent, READY not yet received */
 	struct cgroup_set *cg;
+	char image_id[65];         /* the image it runs (pinned in the image store while it runs) */
+	struct sandbox_net *net;   /* networking and tunnels (rpc_net.c); NULL: loopback only, no ports */
 
 	struct exec *execs;        /* newest first */
 	uint32_t n_execs, n_live_execs;
@@ -39,6 +41,7 @@ struct sandbox {
 	uint64_t last_activity;    /* manager_now() of the last exec start/finish or stdin write */
 	struct waitlist waiters;   /* WaitSandbox calls */
 	bool resources_released;   /* dirs, cgroups, uid slot given back */
+	struct files_state *files; /* the file API's calls in progress (daemon/rpc_files.c) */
 };
 
 /* Create and start a sandbox from a validated request. */

@@ -53,7 +53,11 @@ static const char schema[] =
 	" exit_reason INTEGER NOT NULL DEFAULT 0, exit_code INTEGER NOT NULL DEFAULT 0,"
 	" exit_signal INTEGER NOT NULL DEFAULT 0, exit_message TEXT NOT NULL DEFAULT '',"
 	" stdin_offset INTEGER NOT NULL DEFAULT 0, stdin_eof INTEGER NOT NULL DEFAULT 0,"
-	" released INTEGER NOT NULL DEFAULT 0, spec BLOB NOT NULL, PRIMARY KEY (sandbox_id, exec_id));";
+	" released INTEGER NOT NULL DEFAULT 0, spec BLOB NOT NULL, PRIMARY KEY (sandbox_id, exec_id));"
+	/* Networking of a sandbox (netpolicy): its pool pair (-1: none), host veth, cgroup id, tunnels. */
+	"CREATE TABLE IF NOT EXISTS net_links ("
+	" sandbox_id TEXT PRIMARY KEY, slot INTEGER NOT NULL, ifindex INTEGER NOT NULL DEFAULT 0,"
+	" cgroup_id INTEGER NOT NULL DEFAULT 0, tunnels TEXT NOT NULL DEFAULT '');";
 
 struct store {
 	sqlite3 *db;
@@ -271,4 +275,60 @@ int store_exec_foreach(struct store *s, const char *sandbox_id,
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return ret;
+}
+
+/* ---- net_links (netpolicy): rare writes, prepared per call ------------------------------- */
+
+int store_net_put(struct store *s, const struct store_net_row *row, struct err *e)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(s->db,
+			       "INSERT OR REPLACE INTO net_links (sandbox_id, slot, ifindex, cgroup_id, tunnels)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, e, "prepare net_links");
+	sqlite3_bind_text(st, 1, row->sandbox_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, row->slot);
+	sqlite3_bind_int(st, 3, row->ifindex);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)row->cgroup_id);
+	sqlite3_bind_text(st, 5, row->tunnels ? row->tunnels : "", -1, SQLITE_STATIC);
+	int r = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, e, "write net_links");
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_net_get(struct store *s, const char *sandbox_id, struct store_net_row *ret, char *tunnels, size_t size,
+		  struct err *e)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(s->db, "SELECT slot, ifindex, cgroup_id, tunnels FROM net_links WHERE sandbox_id = ?1",
+			       -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, e, "prepare net_links");
+	sqlite3_bind_text(st, 1, sandbox_id, -1, SQLITE_STATIC);
+	int r = sqlite3_step(st);
+	if (r == SQLITE_ROW) {
+		ret->sandbox_id = sandbox_id;
+		ret->slot = sqlite3_column_int64(st, 0);
+		ret->ifindex = sqlite3_column_int(st, 1);
+		ret->cgroup_id = (uint64_t)sqlite3_column_int64(st, 2);
+		const unsigned char *t = sqlite3_column_text(st, 3);
+		snprintf(tunnels, size, "%s", t ? (const char *)t : "");
+		ret->tunnels = tunnels;
+		r = 0;
+	} else {
+		r = r == SQLITE_DONE ? -ENOENT : db_error(s, e, "read net_links");
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_net_delete(struct store *s, const char *sandbox_id, struct err *e)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(s->db, "DELETE FROM net_links WHERE sandbox_id = ?1", -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, e, "prepare net_links");
+	sqlite3_bind_text(st, 1, sandbox_id, -1, SQLITE_STATIC);
+	int r = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, e, "delete net_links");
+	sqlite3_finalize(st);
+	return r;
 }

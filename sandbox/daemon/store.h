@@ -62,3 +62,17 @@ int store_exec_set_stdin(struct store *s, const char *sandbox_id, const char *ex
 			 struct err *e);
 int store_exec_foreach(struct store *s, const char *sandbox_id,
 		       int (*cb)(const struct store_exec_row *row, void *data), void *data, struct err *e);
+
+/* Networking of a sandbox (netpolicy): its pool pair, host veth and tunnels, for adoption. */
+struct store_net_row {
+	const char *sandbox_id;
+	int64_t slot;       /* pool pair; -1: no network (ports only) */
+	int32_t ifindex;    /* host end of its veth */
+	uint64_t cgroup_id; /* its v2 cgroup */
+	const char *tunnels; /* "container_port:host_port,..." */
+};
+int store_net_put(struct store *s, const struct store_net_row *row, struct err *e);
+/* -ENOENT when the sandbox has no row; tunnels is copied into the caller's buffer. */
+int store_net_get(struct store *s, const char *sandbox_id, struct store_net_row *ret, char *tunnels, size_t size,
+		  struct err *e);
+int store_net_delete(struct store *s, const char *sandbox_id, struct err *e);

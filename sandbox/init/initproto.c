@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -240,4 +241,165 @@ size_t initproto_fd_count(uint32_t fd_flags)
 {
 	return (size_t)__builtin_popcount(fd_flags & (INITPROTO_FD_STDIN | INITPROTO_FD_STDOUT | INITPROTO_FD_STDERR |
 						      INITPROTO_FD_PTY));
+}
+
+/* --- files ------------------------------------------------------------------------------- */
+
+#define FILE_REQ_HEAD (sizeof(struct initproto_hdr) + sizeof(struct initproto_file_req))
+
+bool initproto_file_fs_ok(long f_type)
+{
+	static const unsigned long ok[] = {OVERLAYFS_SUPER_MAGIC, TMPFS_MAGIC, RAMFS_MAGIC, EXT4_SUPER_MAGIC,
+					    XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, F2FS_SUPER_MAGIC};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if ((unsigned long)f_type == ok[i])
+			return true;
+	return false;
+}
+
+bool initproto_file_path_ok(const char *path, size_t len)
+{
+	return len >= 1 && len < PATH_MAX && path[0] == '/' && !memchr(path, '\0', len);
+}
+
+static bool file_req_type_ok(uint32_t type)
+{
+	return type >= INITPROTO_FILE_OPEN_READ && type <= INITPROTO_FILE_REMOVE && type != INITPROTO_FILE_COMMIT &&
+	       type != INITPROTO_FILE_ABORT;
+}
+
+int initproto_encode_file_req(void *buf, size_t cap, uint32_t type, uint32_t id, uint32_t flags, uint32_t mode,
+			      const char *path)
+{
+	if (!path || !file_req_type_ok(type) || (flags & ~(INITPROTO_FILE_PARENTS | INITPROTO_FILE_RECURSIVE)) ||
+	    mode > 07777)
+		return -EINVAL;
+	size_t plen = strlen(path);
+	if (!initproto_file_path_ok(path, plen))
+		return -EINVAL;
+	size_t len = FILE_REQ_HEAD + plen + 1;
+	if (len > cap)
+		return -E2BIG;
+	struct initproto_hdr hdr = {.type = type, .handle = id};
+	struct initproto_file_req f = {.flags = flags, .mode = mode};
+	memcpy(buf, &hdr, sizeof(hdr));
+	memcpy((char *)buf + sizeof(hdr), &f, sizeof(f));
+	memcpy((char *)buf + FILE_REQ_HEAD, path, plen + 1);
+	return (int)len;
+}
+
+int initproto_decode_file_req(const void *pkt, size_t len, struct initproto_file_req *ret, const char **ret_path)
+{
+	struct initproto_hdr hdr;
+	struct initproto_file_req f;
+	if (!pkt || len < FILE_REQ_HEAD + 2 || len > FILE_REQ_HEAD + PATH_MAX)
+		return -EINVAL;
+	memcpy(&hdr, pkt, sizeof(hdr));
+	memcpy(&f, (const char *)pkt + sizeof(hdr), sizeof(f));
+	if (!file_req_type_ok(hdr.type) || (f.flags & ~(INITPROTO_FILE_PARENTS | INITPROTO_FILE_RECURSIVE)) ||
+	    f.mode > 07777)
+		return -EINVAL;
+	const char *path = (const char *)pkt + FILE_REQ_HEAD;
+	size_t plen = len - FILE_REQ_HEAD - 1;
+	if (path[plen] != '\0' || !initproto_file_path_ok(path, plen)) /* exactly one NUL, at the end */
+		return -EINVAL;
+	*ret = f;
+	*ret_path = path;
+	return 0;
+}
+
+static bool file_stat_ok(const struct initproto_file_stat *st)
+{
+	return st->type >= INITPROTO_FTYPE_REGULAR && st->type <= INITPROTO_FTYPE_OTHER && st->mode <= 07777 &&
+	       st->reserved == 0 && st->target_len < PATH_MAX &&
+	       (st->target_len == 0 || st->type == INITPROTO_FTYPE_SYMLINK);
+}
+
+/* A string of exactly len bytes followed by a NUL, with no NUL inside, at p within [p, end). */
+static bool counted_string_ok(const char *p, const char *end, size_t len)
+{
+	return (size_t)(end - p) > len && p[len] == '\0' && !memchr(p, '\0', len);
+}
+
+int initproto_decode_file_result(const void *body, size_t len, struct initproto_file_result *ret,
+				 const char **ret_target)
+{
+	struct initproto_file_result r;
+	if (!body || len < sizeof(r) + 1)
+		return -EINVAL;
+	memcpy(&r, body, sizeof(r));
+	const char *p = (const char *)body + sizeof(r), *end = (const char *)body + len;
+	if (r.error < 0 || r.error > 4095 || r.has_stat > 1 || r.st.name_len != 0)
+		return -EINVAL;
+	if (r.has_stat ? !file_stat_ok(&r.st) : r.st.target_len != 0)
+		return -EINVAL;
+	if (!counted_string_ok(p, end, r.st.target_len) || p + r.st.target_len + 1 != end)
+		return -EINVAL;
+	r.msg[sizeof(r.msg) - 1] = '\0';
+	*ret = r;
+	*ret_target = p;
+	return 0;
+}
+
+int initproto_put_file_entry(void *buf, size_t cap, size_t *pos, const struct initproto_file_stat *st,
+			     const char *name, const char *target)
+{
+	size_t nl = strlen(name), tl = target ? strlen(target) : 0;
+	size_t need = sizeof(*st) + nl + 1 + tl + 1;
+	if (nl == 0 || nl > 255 || tl >= PATH_MAX)
+		return -EINVAL;
+	if (*pos > cap || cap - *pos < need)
+		return -E2BIG;
+	struct initproto_file_stat s = *st;
+	s.name_len = (uint16_t)nl;
+	s.target_len = (uint16_t)tl;
+	s.reserved = 0;
+	char *p = (char *)buf + *pos;
+	memcpy(p, &s, sizeof(s));
+	memcpy(p + sizeof(s), name, nl + 1);
+	memcpy(p + sizeof(s) + nl + 1, target ? target : "", tl + 1);
+	*pos += need;
+	return 0;
+}
+
+static bool entry_name_ok(const char *name, size_t len)
+{
+	if (len == 0 || len > 255 || memchr(name, '/', len))
+		return false;
+	return !(len == 1 && name[0] == '.') && !(len == 2 && name[0] == '.' && name[1] == '.');
+}
+
+int initproto_check_file_entries(const void *body, size_t len, uint32_t *ret_count)
+{
+	struct initproto_file_entries h;
+	if (!body || len < sizeof(h) || len > INITPROTO_FILE_REPLY_MAX)
+		return -EINVAL;
+	memcpy(&h, body, sizeof(h));
+	const char *p = (const char *)body + sizeof(h), *end = (const char *)body + len;
+	for (uint32_t i = 0; i < h.count; i++) {
+		struct initproto_file_stat st;
+		if ((size_t)(end - p) < sizeof(st))
+			return -EINVAL;
+		memcpy(&st, p, sizeof(st));
+		p += sizeof(st);
+		if (!file_stat_ok(&st) || !counted_string_ok(p, end, st.name_len) || !entry_name_ok(p, st.name_len))
+			return -EINVAL;
+		p += st.name_len + 1;
+		if (!counted_string_ok(p, end, st.target_len))
+			return -EINVAL;
+		p += st.target_len + 1;
+	}
+	if (p != end)
+		return -EINVAL;
+	*ret_count = h.count;
+	return 0;
+}
+
+void initproto_next_file_entry(const char **pos, struct initproto_file_stat *st, const char **name,
+			       const char **target)
+{
+	memcpy(st, *pos, sizeof(*st));
+	*name = *pos + sizeof(*st);
+	*target = *name + st->name_len + 1;
+	*pos = *target + st->target_len + 1;
 }

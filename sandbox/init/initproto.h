@@ -17,6 +17,7 @@
  * end when the first message arrives on the new connection.
  */
 #pragma once
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -44,6 +45,20 @@ enum initproto_type {
 	INITPROTO_SPAWN_FAILED = 102, /* struct initproto_failed */
 	INITPROTO_EXITED = 103,      /* struct initproto_exited */
 	INITPROTO_EXEC_STATE = 104,  /* struct initproto_exec_state + fds, only during adoption */
+
+	/* The filesystem API (see "Files" below). hdr.handle carries a daemon-chosen request id. */
+	/* daemon -> init */
+	INITPROTO_FILE_OPEN_READ = 20,  /* file_req + path: FILE_RESULT (+ the file's fd, read-only) */
+	INITPROTO_FILE_OPEN_WRITE = 21, /* file_req + path: FILE_RESULT (+ a temp file's fd, write-only) */
+	INITPROTO_FILE_COMMIT = 22,     /* no payload: rename request id's temp file into place; FILE_RESULT */
+	INITPROTO_FILE_ABORT = 23,      /* no payload: drop request id's temp file; no reply */
+	INITPROTO_FILE_STAT = 24,       /* file_req + path: FILE_RESULT with the stat */
+	INITPROTO_FILE_LIST = 25,       /* file_req + path: FILE_ENTRIES packets, then FILE_RESULT */
+	INITPROTO_FILE_MKDIR = 26,      /* file_req (flags PARENTS, mode) + path: FILE_RESULT */
+	INITPROTO_FILE_REMOVE = 27,     /* file_req (flags RECURSIVE) + path: FILE_RESULT */
+	/* init -> daemon */
+	INITPROTO_FILE_RESULT = 120,  /* struct initproto_file_result + target + NUL; one per request */
+	INITPROTO_FILE_ENTRIES = 121, /* struct initproto_file_entries + entries, before LIST's result */
 };
 
 struct initproto_hdr {
@@ -129,3 +144,81 @@ int initproto_send(int sock, const void *pkt, size_t len, const int *fds, size_t
 ssize_t initproto_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds);
 /* Expected fd count for fd_flags. */
 size_t initproto_fd_count(uint32_t fd_flags);
+
+/* --- Files ----------------------------------------------------------------------------------
+ * The filesystem API is served by init inside the sandbox, so every path resolves in the
+ * sandbox's own view (openat2 with RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS from init's root).
+ * Init never moves file contents itself: it opens the file (or a temp file beside the target)
+ * and hands the fd to the daemon, which reads or writes it in bounded chunks.
+ *
+ * Each request gets exactly one FILE_RESULT with its id, except OPEN_WRITE, which is answered
+ * once when the temp file is open and once more after COMMIT, and ABORT, which is not answered.
+ * The daemon must not reuse an id until its last answer arrived. When the daemon goes away,
+ * init drops every temp file and every answer still owed.
+ */
+#define INITPROTO_FILE_PARENTS 0x1u   /* OPEN_WRITE, MKDIR: create missing parent directories */
+#define INITPROTO_FILE_RECURSIVE 0x2u /* REMOVE: a directory and everything below it */
+#define INITPROTO_FILE_REPLY_MAX (32 * 1024)     /* largest FILE_* packet init sends */
+#define INITPROTO_FILE_MAX_ENTRIES 10000         /* LIST: more entries is E2BIG */
+#define INITPROTO_FILE_MAX_LIST_BYTES (4u << 20) /* LIST: names + targets; more is E2BIG */
+#define INITPROTO_FILE_MAX_WRITES 64             /* temp files init holds at once */
+
+enum initproto_file_type {
+	INITPROTO_FTYPE_REGULAR = 1, /* the values of corral.v1.FileType */
+	INITPROTO_FTYPE_DIRECTORY = 2,
+	INITPROTO_FTYPE_SYMLINK = 3,
+	INITPROTO_FTYPE_OTHER = 4,
+};
+
+/* Followed by the path: absolute, NUL-terminated, shorter than PATH_MAX, no trailing bytes. */
+struct initproto_file_req {
+	uint32_t flags;
+	uint32_t mode; /* permission bits for OPEN_WRITE / MKDIR (0: default) */
+};
+
+/* One filesystem entry as the sandbox sees it (uid/gid inside its user namespace). */
+struct initproto_file_stat {
+	uint32_t type;       /* enum initproto_file_type */
+	uint32_t mode;       /* permission bits, <= 07777 */
+	uint64_t size;
+	int64_t mtime_ms;
+	uint32_t uid, gid;
+	uint16_t name_len;   /* ENTRIES: bytes of the name that follows (then a NUL); else 0 */
+	uint16_t target_len; /* bytes of the symlink target that follows (then a NUL) */
+	uint32_t reserved;   /* 0 */
+};
+
+struct initproto_file_result {
+	int32_t error;     /* 0 or a positive errno */
+	uint32_t has_stat; /* 1: st describes the path (or the opened file) */
+	struct initproto_file_stat st;
+	char msg[INITPROTO_MSG_TEXT_MAX]; /* NUL-terminated, says what failed on which path */
+};
+
+/* Followed by count entries: struct initproto_file_stat, name, NUL, target, NUL. */
+struct initproto_file_entries {
+	uint32_t count;
+};
+
+/* The file systems whose regular files the daemon reads and writes through a handed-over fd:
+ * disk and memory file systems only. Pseudo file systems (proc, sysfs, cgroup, fuse, …) may block
+ * or expose more than the file's bytes when driven from the daemon, so they are refused. */
+bool initproto_file_fs_ok(long f_type);
+/* An absolute path without NUL bytes, shorter than PATH_MAX. */
+bool initproto_file_path_ok(const char *path, size_t len);
+/* Encode a file request (type OPEN_READ .. REMOVE). Returns the length, -EINVAL or -E2BIG. */
+int initproto_encode_file_req(void *buf, size_t cap, uint32_t type, uint32_t id, uint32_t flags, uint32_t mode,
+			      const char *path);
+/* Validate and decode one (hdr included); *ret_path points into pkt. Returns 0 or -EINVAL. */
+int initproto_decode_file_req(const void *pkt, size_t len, struct initproto_file_req *ret, const char **ret_path);
+/* Validate a FILE_RESULT body (after the header). *ret_target points into body ("" if none). */
+int initproto_decode_file_result(const void *body, size_t len, struct initproto_file_result *ret,
+				 const char **ret_target);
+/* Append one entry to an ENTRIES packet being built in buf[*pos..cap). -E2BIG when it does not fit. */
+int initproto_put_file_entry(void *buf, size_t cap, size_t *pos, const struct initproto_file_stat *st,
+			     const char *name, const char *target);
+/* Validate the ENTRIES body (after the header): *ret_count entries, each well formed. */
+int initproto_check_file_entries(const void *body, size_t len, uint32_t *ret_count);
+/* Walk a checked ENTRIES body: decode the entry at *pos and advance it. Pointers point into body. */
+void initproto_next_file_entry(const char **pos, struct initproto_file_stat *st, const char **name,
+			       const char **target);

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "init/fileops.h"
 #include "init/job.h"
 #include "init/park.h"
 #include "init/initproto.h"
@@ -40,6 +41,7 @@ struct init {
 	size_t n_jobs, cap_jobs;
 	void *pkt;                       /* receive buffer of INITPROTO_MAX_PACKET bytes */
 	struct initproto_spawn_req *req; /* decoded SPAWN (64 KiB of pointers: kept off the stack) */
+	struct fileops fo;               /* the filesystem API (init/fileops.h) */
 };
 
 /* Signals init ignores, as a PID 1 does (the daemon ends a sandbox with SIGKILL). */
@@ -108,6 +110,7 @@ static void park(struct init *in)
 
 static void daemon_lost(struct init *in)
 {
+	fileops_reset(&in->fo); /* temp files and answers belonged to the daemon that left */
 	close(in->sock);
 	in->sock = -1;
 	in->hello = false;
@@ -199,6 +202,19 @@ static void on_release(struct init *in, uint32_t handle, const void *pkt, size_t
 	*j = in->jobs[--in->n_jobs];
 }
 
+/* The filesystem API: replies go out as they are, with at most one fd. */
+static void file_send(void *ctx, const void *pkt, size_t len, int fd)
+{
+	struct init *in = ctx;
+	if (in->sock >= 0)
+		(void)initproto_send(in->sock, pkt, len, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
+}
+
+static void on_file(struct init *in, uint32_t handle, const void *pkt, size_t len)
+{
+	fileops_request(&in->fo, pkt, len, file_send, in);
+}
+
 #define VARIABLE SIZE_MAX
 static const struct handler {
 	uint32_t type;
@@ -210,6 +226,14 @@ static const struct handler {
 	{INITPROTO_SIGNAL, sizeof(struct initproto_signal), on_signal},
 	{INITPROTO_CLOSE_STDIN, 0, on_close_stdin},
 	{INITPROTO_RELEASE, 0, on_release},
+	{INITPROTO_FILE_OPEN_READ, VARIABLE, on_file},
+	{INITPROTO_FILE_OPEN_WRITE, VARIABLE, on_file},
+	{INITPROTO_FILE_COMMIT, 0, on_file},
+	{INITPROTO_FILE_ABORT, 0, on_file},
+	{INITPROTO_FILE_STAT, VARIABLE, on_file},
+	{INITPROTO_FILE_LIST, VARIABLE, on_file},
+	{INITPROTO_FILE_MKDIR, VARIABLE, on_file},
+	{INITPROTO_FILE_REMOVE, VARIABLE, on_file},
 };
 
 static void on_control(struct init *in)
@@ -257,6 +281,8 @@ static void on_sigchld(struct init *in)
 			continue;
 		if (pid <= 0)
 			break;
+		if (fileops_reaped(&in->fo, pid, status, file_send, in))
+			continue;
 		struct job *j = job_by_pid(in, pid);
 		if (!j) /* an orphan reparented to init: reaping it is all there is to do */
 			continue;
@@ -309,6 +335,9 @@ static int setup(struct init *in)
 		return -errno;
 	struct rlimit raised = {in->ctx.nofile.rlim_max, in->ctx.nofile.rlim_max};
 	setrlimit(RLIMIT_NOFILE, &raised); /* best effort: without it init just holds fewer execs */
+	int r = fileops_init(&in->fo, "/");
+	if (r < 0)
+		return r;
 	in->pkt = malloc(INITPROTO_MAX_PACKET);
 	in->req = malloc(sizeof(*in->req));
 	if (!in->pkt || !in->req)

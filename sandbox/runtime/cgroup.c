@@ -20,7 +20,7 @@
 
 #define CGROUP_PATH_MAX 512
 #define CGROUP_NAME_MAX 64
-#define CGROUP_MAX_DIRS 4          /* v2 + v1 memory, pids, cpu */
+#define CGROUP_MAX_DIRS 5          /* v2 + v1 memory, pids, cpu, devices */
 #define CGROUP_CPU_PERIOD_US 100000
 #define CGROUP_RMDIR_TIMEOUT_NS 1000000000LL /* a killed task can pin its cgroup briefly */
 #define CGROUP_KILL_ROUNDS 100     /* v1 kill loop: a fork bomb is bounded by pids.max */
@@ -35,6 +35,7 @@ struct cgroup_set {
 	size_t n_dirs;
 	int v2;                  /* index of the v2 cgroup in dirs, or -1 */
 	int memory, pids, cpu;   /* index of the dir holding each controller, or -1 */
+	int devices;             /* index of the v1 devices cgroup, or -1 (v2 uses the BPF policy) */
 	char v2_rel[CGROUP_PATH_MAX]; /* "/<parent>/<name>": the v2 path as /proc/PID/cgroup shows it */
 };
 
@@ -149,6 +150,8 @@ static int cgroup_probe_mounts(struct cgroup_host *h, struct err *e)
 				snprintf(h->v1_pids, sizeof(h->v1_pids), "%s", mnt);
 			if (!h->v1_cpu[0] && cgroup_word_in(super, "cpu"))
 				snprintf(h->v1_cpu, sizeof(h->v1_cpu), "%s", mnt);
+			if (!h->v1_devices[0] && cgroup_word_in(super, "devices"))
+				snprintf(h->v1_devices, sizeof(h->v1_devices), "%s", mnt);
 		}
 	}
 	return 0;
@@ -219,7 +222,7 @@ int cgroup_host_init(const char *parent, struct cgroup_host *ret, struct err *e)
 		if (r < 0)
 			return r;
 	}
-	const char *v1_roots[] = {h.v1_memory, h.v1_pids, h.v1_cpu};
+	const char *v1_roots[] = {h.v1_memory, h.v1_pids, h.v1_cpu, h.v1_devices};
 	for (size_t i = 0; i < ARRAY_SIZE(v1_roots); i++) {
 		char path[CGROUP_PATH_MAX];
 		if (!v1_roots[i][0])
@@ -263,7 +266,7 @@ static int cgroup_set_layout(const struct cgroup_host *h, const char *name, stru
 	struct cgroup_set *s = calloc(1, sizeof(*s));
 	if (!s)
 		return err_set(e, ENOMEM, "allocate cgroup set");
-	s->v2 = s->memory = s->pids = s->cpu = -1;
+	s->v2 = s->memory = s->pids = s->cpu = s->devices = -1;
 	if (h->v2_root[0]) {
 		s->v2 = cgroup_set_add_dir(s, h, h->v2_root, name);
 		snprintf(s->v2_rel, sizeof(s->v2_rel), "/%s/%s", h->parent, name);
@@ -271,6 +274,7 @@ static int cgroup_set_layout(const struct cgroup_host *h, const char *name, stru
 	s->memory = h->v1_memory[0] ? cgroup_set_add_dir(s, h, h->v1_memory, name) : h->v2_memory ? s->v2 : -1;
 	s->pids = h->v1_pids[0] ? cgroup_set_add_dir(s, h, h->v1_pids, name) : h->v2_pids ? s->v2 : -1;
 	s->cpu = h->v1_cpu[0] ? cgroup_set_add_dir(s, h, h->v1_cpu, name) : h->v2_cpu ? s->v2 : -1;
+	s->devices = h->v1_devices[0] ? cgroup_set_add_dir(s, h, h->v1_devices, name) : -1;
 	*ret = s;
 	return 0;
 }
@@ -332,6 +336,30 @@ static int cgroup_set_apply_cpu(struct cgroup_set *s, double cpus, struct err *e
 	return 0;
 }
 
+/* v1 devices: deny everything, then allow the list. A new cgroup inherits its parent's rules (here
+ * "a *:* rwm"), so the deny must come first; the sandbox has no process yet, so there is no window. */
+static int cgroup_set_apply_devices(struct cgroup_set *s, const struct cgroup_device *devs, size_t n, struct err *e)
+{
+	const struct cgroup_dir *d = &s->dirs[s->devices];
+	int r = cgroup_write(d->fd, "devices.deny", "a");
+	if (r < 0)
+		return err_set(e, r, "deny all devices in cgroup %s", d->path);
+	for (size_t i = 0; i < n; i++) {
+		char rule[64], minor[16];
+		if (devs[i].type != 'c' && devs[i].type != 'b')
+			return err_setx(e, EINVAL, "device rule type '%c' is neither 'c' nor 'b'", devs[i].type);
+		if (devs[i].minor == CGROUP_DEV_ANY)
+			snprintf(minor, sizeof(minor), "*");
+		else
+			snprintf(minor, sizeof(minor), "%u", devs[i].minor);
+		snprintf(rule, sizeof(rule), "%c %u:%s %s", devs[i].type, devs[i].major, minor, devs[i].access);
+		r = cgroup_write(d->fd, "devices.allow", rule);
+		if (r < 0)
+			return err_set(e, r, "allow \"%s\" in cgroup %s", rule, d->path);
+	}
+	return 0;
+}
+
 static int cgroup_set_apply(struct cgroup_set *s, const struct cgroup_limits *l, struct err *e)
 {
 	int r;
@@ -359,6 +387,11 @@ static int cgroup_set_apply(struct cgroup_set *s, const struct cgroup_limits *l,
 		if (s->cpu < 0)
 			return err_setx(e, EOPNOTSUPP, "cpu limit: no usable cpu controller on this host");
 		r = cgroup_set_apply_cpu(s, l->cpus, e);
+		if (r < 0)
+			return r;
+	}
+	if (l->devices && s->devices >= 0) {
+		r = cgroup_set_apply_devices(s, l->devices, l->n_devices, e);
 		if (r < 0)
 			return r;
 	}
@@ -540,12 +573,22 @@ static long long cgroup_read_key(int dirfd, const char *file, const char *key)
 
 bool cgroup_set_oom_killed(const struct cgroup_set *set)
 {
+	return cgroup_set_oom_kill_count(set) > 0;
+}
+
+uint64_t cgroup_set_oom_kill_count(const struct cgroup_set *set)
+{
 	if (!set || set->memory < 0 || set->dirs[set->memory].fd < 0)
-		return false;
+		return 0;
 	int fd = set->dirs[set->memory].fd;
-	if (set->memory == set->v2)
-		return cgroup_read_key(fd, "memory.events", "oom_kill") > 0;
-	return cgroup_read_key(fd, "memory.oom_control", "oom_kill") > 0;
+	long long n = set->memory == set->v2 ? cgroup_read_key(fd, "memory.events", "oom_kill")
+					     : cgroup_read_key(fd, "memory.oom_control", "oom_kill");
+	return n > 0 ? (uint64_t)n : 0;
+}
+
+const char *cgroup_set_devices_path(const struct cgroup_set *set)
+{
+	return set && set->devices >= 0 ? set->dirs[set->devices].path : NULL;
 }
 
 int cgroup_set_count_procs(const struct cgroup_set *set)
@@ -606,4 +649,30 @@ void cgroup_set_free(struct cgroup_set *set)
 		if (set->dirs[i].fd >= 0)
 			close(set->dirs[i].fd);
 	free(set);
+}
+
+/* --- freezer ------------------------------------------------------------------------------ */
+
+#define CGROUP_FREEZE_TIMEOUT_NS 1000000000LL
+
+int cgroup_set_freeze(struct cgroup_set *set, bool frozen, struct err *e)
+{
+	if (set->v2 < 0 || set->dirs[set->v2].fd < 0 || !cgroup_has_file(set->dirs[set->v2].fd, "cgroup.freeze"))
+		return err_setx(e, EOPNOTSUPP, "freeze: no v2 cgroup with cgroup.freeze for this sandbox");
+	const struct cgroup_dir *d = &set->dirs[set->v2];
+	int r = cgroup_write(d->fd, "cgroup.freeze", frozen ? "1" : "0");
+	if (r < 0)
+		return err_set(e, -r, "%s cgroup %s", frozen ? "freeze" : "thaw", d->path);
+	if (!frozen)
+		return 0;
+	/* Freezing is asynchronous: cgroup.events says "frozen 1" once every task has stopped. */
+	long long deadline = cgroup_now_ns() + CGROUP_FREEZE_TIMEOUT_NS;
+	while (cgroup_read_key(d->fd, "cgroup.events", "frozen") != 1) {
+		if (cgroup_now_ns() > deadline) {
+			cgroup_write(d->fd, "cgroup.freeze", "0");
+			return err_setx(e, ETIMEDOUT, "freeze cgroup %s: not frozen after 1 s", d->path);
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 200000}, NULL);
+	}
+	return 0;
 }

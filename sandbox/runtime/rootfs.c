@@ -29,6 +29,14 @@ static const struct {
 	{"stderr", "/proc/self/fd/2"},
 };
 
+/* /proc entries that leak host-wide state or reach kernel knobs (runc's and Docker's lists, plus
+ * kallsyms): a file is covered by /dev/null, a directory by an empty read-only tmpfs. */
+static const char *const rootfs_proc_masked[] = {
+	"acpi", "asound", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi", "kallsyms",
+};
+/* Kept visible but bound read-only over themselves. */
+static const char *const rootfs_proc_readonly[] = {"bus", "fs", "irq", "sys", "sysrq-trigger"};
+
 static void rootfs_close_all(int *fds, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -93,7 +101,7 @@ static int rootfs_mount_at(const char *fstype, const char *const *opts, unsigned
 }
 
 /* /dev: a small tmpfs with host nodes bound in (a sandbox can't mknod), its own devpts, /dev/shm. */
-static int rootfs_make_dev(int root, const int *node_fds, struct err *e)
+static int rootfs_make_dev(int root, const int *node_fds, int *ret_null, struct err *e)
 {
 	static const char *const dev_opts[] = {"mode", "755", "size", "1m", NULL};
 	static const char *const pts_opts[] = {"ptmxmode", "0666", "mode", "0620", NULL};
@@ -114,6 +122,10 @@ static int rootfs_make_dev(int root, const int *node_fds, struct err *e)
 		if (move_mount(node_fds[i], "", dev, n, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			return err_setx(e, errno, "bind host /dev/%s into the sandbox", n);
 	}
+	/* A clone of the sandbox's /dev/null, to cover masked /proc files. */
+	*ret_null = open_tree(dev, "null", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+	if (*ret_null < 0)
+		return err_setx(e, errno, "clone /dev/null in the sandbox");
 	for (size_t i = 0; i < ARRAY_SIZE(rootfs_dev_links); i++)
 		if (symlinkat(rootfs_dev_links[i].target, dev, rootfs_dev_links[i].name) < 0)
 			return err_setx(e, errno, "create symlink /dev/%s in the sandbox", rootfs_dev_links[i].name);
@@ -126,17 +138,76 @@ static int rootfs_make_dev(int root, const int *node_fds, struct err *e)
 	return rootfs_mount_at("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, dev, "shm", "/dev/shm", NULL, e);
 }
 
-static int rootfs_make_proc_tmp(int root, struct err *e)
+/* Bind a clone of the mount `from` (an fd of a mount root) over name under dir, with attrs set. */
+static int rootfs_bind_over(int from, int dir, const char *name, unsigned attrs, struct err *e)
+{
+	_cleanup_close_ int fd = open_tree(from, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (fd < 0)
+		return err_setx(e, errno, "clone a mount for /proc/%s", name);
+	struct mount_attr ma = {.attr_set = attrs};
+	if (attrs && syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0)
+		return err_setx(e, errno, "set attributes of the mount for /proc/%s", name);
+	if (move_mount(fd, "", dir, name, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return err_setx(e, errno, "mount over /proc/%s", name);
+	return 0;
+}
+
+/* Mask and write-protect /proc entries. Everything goes through the proc mount's fd; an entry
+ * this kernel lacks is skipped. null_fd is a clone of the host's /dev/null node mount. */
+static int rootfs_harden_proc(int proc, int null_fd, struct err *e)
+{
+	static const char *const empty_opts[] = {"size", "4k", "nr_inodes", "1", "mode", "0555", NULL};
+	const unsigned ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+	_cleanup_close_ int empty = -1;
+	struct stat st;
+	int r;
+	for (size_t i = 0; i < ARRAY_SIZE(rootfs_proc_readonly); i++) {
+		const char *n = rootfs_proc_readonly[i];
+		_cleanup_close_ int fd = open_tree(proc, n, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0)
+			return err_setx(e, errno, "clone /proc/%s", n);
+		struct mount_attr ma = {.attr_set = ro};
+		if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0)
+			return err_setx(e, errno, "make /proc/%s read-only", n);
+		if (move_mount(fd, "", proc, n, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			return err_setx(e, errno, "mount /proc/%s read-only", n);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(rootfs_proc_masked); i++) {
+		const char *n = rootfs_proc_masked[i];
+		if (fstatat(proc, n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return err_setx(e, errno, "stat /proc/%s", n);
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			r = rootfs_bind_over(null_fd, proc, n, 0, e);
+		} else {
+			/* One empty read-only tmpfs, cloned over every masked directory. */
+			if (empty < 0 && (r = rootfs_new_fs("tmpfs", empty_opts, ro, &empty, e)) < 0)
+				return r;
+			r = rootfs_bind_over(empty, proc, n, 0, e);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int rootfs_make_proc_tmp(int root, int null_fd, bool harden, struct err *e)
 {
 	static const char *const tmp_opts[] = {"mode", "1777", NULL};
-	_cleanup_close_ int proc = -1, tmp = -1;
+	_cleanup_close_ int proc = -1, tmp = -1, procfs = -1;
 	int r = rootfs_mountpoint(root, "proc", 0555, &proc, e);
 	if (r < 0)
 		return r;
 	/* fsopen("proc") takes the caller's pid namespace: the child is its PID 1. */
 	r = rootfs_mount_at("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, proc, NULL, "/proc",
-			    NULL, e);
+			    &procfs, e);
 	if (r < 0)
+		return r;
+	if (harden && (r = rootfs_harden_proc(procfs, null_fd, e)) < 0)
 		return r;
 	r = rootfs_mountpoint(root, "tmp", 01777, &tmp, e);
 	if (r < 0)
@@ -147,15 +218,22 @@ static int rootfs_make_proc_tmp(int root, struct err *e)
 /* With the host's nodes cloned: overlay in place, its mounts, then make it the root. After
  * move_mount the overlay's fd refers to the root of the attached mount, so it serves as the dirfd
  * for everything below. */
-static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, const int *nodes, struct err *e)
+static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, const int *nodes, bool harden,
+			struct err *e)
 {
 	int root = overlay_fd;
 	if (move_mount(overlay_fd, "", root_dir_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
 		return err_setx(e, errno, "move the overlay onto %s", root_dir);
-	int r = rootfs_make_proc_tmp(root, e);
+	/* An image's setuid binaries and device nodes must not work: a layer could carry a setuid-root
+	 * shell or a /dev/mem node made by whoever built it. */
+	struct mount_attr ma = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	if (syscall(SYS_mount_setattr, root, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0)
+		return err_setx(e, errno, "make the sandbox root nosuid,nodev");
+	_cleanup_close_ int null_fd = -1;
+	int r = rootfs_make_dev(root, nodes, &null_fd, e);
 	if (r < 0)
 		return r;
-	r = rootfs_make_dev(root, nodes, e);
+	r = rootfs_make_proc_tmp(root, null_fd, harden, e);
 	if (r < 0)
 		return r;
 	/* pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
@@ -167,7 +245,7 @@ static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, c
 	return 0;
 }
 
-int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, struct err *e)
+int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool harden, struct err *e)
 {
 	int nodes[ROOTFS_N_NODES];
 	int r = 0;
@@ -185,7 +263,7 @@ int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, struct e
 			r = err_setx(e, errno, "clone mount of host %s", path);
 	}
 	if (r == 0)
-		r = rootfs_build(overlay_fd, root_dir_fd, root_dir, nodes, e);
+		r = rootfs_build(overlay_fd, root_dir_fd, root_dir, nodes, harden, e);
 	rootfs_close_all(nodes, ROOTFS_N_NODES);
 	return r;
 }

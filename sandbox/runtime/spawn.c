@@ -155,7 +155,7 @@ static int spawn_child_setup(const struct spawn_config *cfg, int overlay_fd, int
 	int root_dir_fd = open(cfg->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	int r = root_dir_fd < 0 ? err_setx(e, errno, "open root dir %s", cfg->root_dir) : spawn_child_become_root(e);
 	if (r == 0)
-		r = rootfs_enter(overlay_fd, root_dir_fd, cfg->root_dir, e);
+		r = rootfs_enter(overlay_fd, root_dir_fd, cfg->root_dir, confine_masks(cfg->confine), e);
 	if (root_dir_fd >= 0)
 		close(root_dir_fd);
 	close(overlay_fd);
@@ -168,7 +168,11 @@ static int spawn_child_setup(const struct spawn_config *cfg, int overlay_fd, int
 		if (r < 0)
 			return r;
 	}
-	return spawn_child_fds(cfg, sock, init_fd, e);
+	r = spawn_child_fds(cfg, sock, init_fd, e);
+	if (r < 0)
+		return r;
+	/* Last, so that init and all it starts inherit it; nothing after this needs a privilege. */
+	return confine_apply(cfg->confine, e);
 }
 
 static _Noreturn void spawn_child(const struct spawn_config *cfg, int sock)

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "runtime/cgroup.h"
+#include "runtime/confine.h"
 #include "util/err.h"
 
 struct spawn_config {
@@ -22,6 +23,8 @@ struct spawn_config {
 	struct cgroup_set *cgroups;      /* the sandbox's cgroups, or NULL */
 	bool new_netns;                  /* a network namespace with loopback up */
 	const char *const *init_argv;    /* argv for PID 1; NULL means {"corral-init", NULL} (tests run busybox) */
+	const struct confine *confine;   /* caps, seccomp, Landlock, /proc masks, rlimits applied just before
+					  * PID 1's exec (see runtime/confine.h); NULL: namespaces only */
 };
 
 struct spawn_result {

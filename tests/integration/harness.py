@@ -54,10 +54,14 @@ class Daemon:
     def pid(self):
         return self.proc.pid
 
+    # Test daemons on the real host never get outbound networking: it would turn on forwarding
+    # and NAT here. Network tests run their daemon in a namespace world of their own and set this.
+    allow_network = False
+
     def argv(self):
         return [self.binary, "--socket", self.socket, "--state-dir", self.state_dir,
                 "--cgroup-parent", self.cgroup_parent, "--log-level", self.log_level,
-                *self.extra_args]
+                *([] if self.allow_network else ["--no-network"]), *self.extra_args]
 
     def start(self, ready_timeout=30.0):
         if not os.access(self.binary, os.X_OK):

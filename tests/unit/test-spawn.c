@@ -221,17 +221,20 @@ static long num(const char *s)
 	return strtol(s, NULL, 10);
 }
 
-static int count_lines(const char *path)
+/* Lines of path containing needle (NULL: all lines). */
+static int count_lines_with(const char *path, const char *needle)
 {
 	FILE *fp = fopen(path, "re");
-	int n = 0, c;
+	char line[4096];
+	int n = 0;
 	if (!fp)
 		return -1;
-	while ((c = fgetc(fp)) != EOF)
-		n += c == '\n';
+	while (fgets(line, sizeof(line), fp))
+		n += !needle || strstr(line, needle) != NULL;
 	fclose(fp);
 	return n;
 }
+
 
 /* No stray child of ours: everything spawned has been reaped. */
 static bool no_children(void)
@@ -240,9 +243,37 @@ static bool no_children(void)
 	return waitpid(-1, &st, WNOHANG) < 0 && errno == ECHILD;
 }
 
+/* The scripts below spin on builtins only (no fork, no redirection: PID 1's fds and the
+ * cgroup's process count stay still while the test looks) until SIGUSR1 arrives. */
+static int release_sandbox(pid_t pid)
+{
+	/* PID 1 of a pid namespace gets a signal from outside only once its handler is set:
+	 * retry until the trap is installed and the loop exits (the child then runs on). */
+	for (int i = 0; i < 2000; i++) {
+		if (kill(pid, SIGUSR1) < 0)
+			return -errno;
+		char path[64], buf[512] = "";
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+		FILE *fp = fopen(path, "re");
+		bool caught = false;
+		while (fp && fgets(buf, sizeof(buf), fp))
+			if (!strncmp(buf, "SigCgt:", 7))
+				caught = strtoull(buf + 7, NULL, 16) & (1ULL << (SIGUSR1 - 1));
+		if (fp)
+			fclose(fp);
+		if (caught) { /* the trap was set before this signal: it is (being) handled */
+			kill(pid, SIGUSR1);
+			return 0;
+		}
+		usleep(1000);
+	}
+	return -ETIMEDOUT;
+}
+
 static const char inside_script[] =
-	/* Block until the test has looked at PID 1's fds from the host. */
-	"busybox head -c 1 <&3 >/dev/null\n"
+	/* Block until the test has looked at PID 1's fds from the host; no redirection (busybox sh
+	 * would shuffle PID 1's own fds while it runs an in-process applet). */
+	"trap 'go=1' USR1; while [ -z \"$go\" ]; do :; done\n"
 	"exec >&3 2>&1\n"
 	"echo hostname=$(busybox hostname)\n"
 	"echo uid=$(busybox id -u):$(busybox id -g)\n"
@@ -267,35 +298,42 @@ static const char inside_script[] =
 	"echo cgroup=$(busybox cat /proc/self/cgroup | busybox tail -n 1)\n"
 	"echo end=yes\n";
 
-/* PID 1's fds, seen from the host while it waits: exactly 0-3; 0-2 /dev/null, 3 a socket. */
+/* PID 1's fds, seen from the host while it waits: 0-2 /dev/null, 3 a socket, and nothing else
+ * from the host. busybox sh runs some applets in-process and saves redirected fds at 10 and up
+ * while it does, so an fd above 3 is accepted only if it is a copy of one of 0-3. */
 static void check_init_fds(pid_t pid)
 {
 	char path[64];
+	struct stat base[4];
+	for (int fd = 0; fd <= 3; fd++) {
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+		CHECK_MSG(stat(path, &base[fd]) == 0, "PID 1 has no fd %d", fd);
+		if (fd < 3)
+			CHECK_MSG(S_ISCHR(base[fd].st_mode) && base[fd].st_rdev == makedev(1, 3), "fd %d is not /dev/null", fd);
+		else
+			CHECK(S_ISSOCK(base[fd].st_mode));
+	}
 	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
 	DIR *d = opendir(path);
 	CHECK(d);
-	int n = 0;
 	long bad = -1;
 	struct dirent *de;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.') {
-			long fd = num(de->d_name);
-			n++;
-			if (fd > 3)
-				bad = fd;
-		}
-	closedir(d);
-	CHECK_MSG(bad < 0, "PID 1 has fd %ld open", bad);
-	CHECK_EQ_INT(n, 4);
-	for (int fd = 0; fd <= 3; fd++) {
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || num(de->d_name) <= 3)
+			continue;
+		char fdpath[96];
 		struct stat st;
-		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
-		CHECK(stat(path, &st) == 0);
-		if (fd < 3)
-			CHECK_MSG(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3), "fd %d is not /dev/null", fd);
-		else
-			CHECK(S_ISSOCK(st.st_mode));
+		snprintf(fdpath, sizeof(fdpath), "%s/%s", path, de->d_name);
+		if (stat(fdpath, &st) < 0)
+			continue; /* closed meanwhile */
+		bool copy = false;
+		for (int fd = 0; fd <= 3; fd++)
+			copy |= st.st_dev == base[fd].st_dev && st.st_ino == base[fd].st_ino;
+		if (!copy)
+			bad = num(de->d_name);
 	}
+	closedir(d);
+	CHECK_MSG(bad < 0, "PID 1 has fd %ld open, not a copy of fds 0-3", bad);
 }
 
 static void body_inside(struct fixture *f)
@@ -316,7 +354,7 @@ static void body_inside(struct fixture *f)
 	check_init_fds(res.pid);
 	if (test_failed)
 		return;
-	CHECK(write(f->ctl[0], "g", 1) == 1);
+	CHECK(release_sandbox(res.pid) == 0);
 
 	char out[OUT_MAX];
 	CHECK(read_all(f->ctl[0], out, sizeof(out)) > 0);
@@ -378,14 +416,15 @@ static void expect_spawn_failure(struct fixture *f, int code, const char *needle
 	struct spawn_config cfg = fixture_config(f, argv);
 	struct spawn_result res = {.pid = -7, .pidfd = -7};
 	struct err e = {0};
-	int mounts = count_lines("/proc/self/mountinfo");
+	/* Only mounts of this test's own tree: other work on the host may mount meanwhile. */
+	int mounts = count_lines_with("/proc/self/mountinfo", f->dir);
 	int r = spawn_sandbox(&cfg, &res, &e);
 	CHECK_MSG(r == code && e.code == code, "r=%d code=%d msg=%s", r, e.code, e.msg);
 	CHECK_MSG(strstr(e.msg, "start sandbox sbx-test: ") == e.msg, "%s", e.msg);
 	CHECK_MSG(strstr(e.msg, needle) != NULL, "\"%s\" not in \"%s\"", needle, e.msg);
 	CHECK(res.pid == -7 && res.pidfd == -7); /* untouched on failure */
 	CHECK(no_children());
-	CHECK_EQ_INT(count_lines("/proc/self/mountinfo"), mounts);
+	CHECK_EQ_INT(count_lines_with("/proc/self/mountinfo", f->dir), mounts);
 }
 
 static void test_spawn_missing_layer(void)
@@ -482,7 +521,7 @@ static void body_cgroups(struct fixture *f)
 	f->cg_parent = true;
 	struct cgroup_limits lim = {.memory_bytes = 256 << 20, .pids = 64};
 	CHECK_MSG(cgroup_set_create(&f->host, name, &lim, &f->cg, &e) == 0, "%s", e.msg);
-	const char *argv[] = {"sh", "-c", "busybox head -c 1 <&3 >/dev/null; busybox cat /proc/self/cgroup >&3", NULL};
+	const char *argv[] = {"sh", "-c", "trap 'go=1' USR1; while [ -z \"$go\" ]; do :; done; busybox cat /proc/self/cgroup >&3", NULL};
 	struct spawn_config cfg = fixture_config(f, argv);
 	struct spawn_result res;
 	CHECK_MSG(spawn_sandbox(&cfg, &res, &e) == 0, "%s", e.msg);
@@ -510,7 +549,7 @@ static void body_cgroups(struct fixture *f)
 		CHECK_MSG(strstr(cg, mem) != NULL, "%s", cg);
 	}
 	CHECK_EQ_INT(cgroup_set_count_procs(f->cg), 1);
-	CHECK(write(f->ctl[0], "g", 1) == 1);
+	CHECK(release_sandbox(res.pid) == 0);
 	char out[OUT_MAX];
 	CHECK(read_all(f->ctl[0], out, sizeof(out)) > 0);
 	CHECK_EQ_INT(reap(f), 0);
