@@ -237,7 +237,8 @@ static int copy_dir(int src, int dst, int depth, struct copy_ctx *c)
 		}
 		n++;
 	}
-	qsort(names, n, sizeof(*names), name_cmp);
+	if (n)
+		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = copy_entry(src, dst, names[i], depth, c);
 out:

@@ -15,6 +15,7 @@
 #include "daemon/bgjob.h"
 #include "daemon/image_build.h"
 #include "daemon/rpc.h"
+#include "daemon/sandbox.h"
 #include "daemon/snapshot.h"
 #include "daemon/status.h"
 #include "images/oci.h"
@@ -107,6 +108,26 @@ static void list_images(struct grpc_call *call, const ProtobufCMessage *msg, voi
 	image_list_free(imgs, n);
 }
 
+/* A sandbox holds its image until its resources are released, a few ms after it finished (its
+ * init is being reaped). If only such sandboxes hold the image, finish their release now (bounded:
+ * SIGKILL was sent) so that Terminate then Delete works. False if a running sandbox uses it. */
+static bool finish_releases(struct manager *m, const char *name_or_id)
+{
+	struct image *img = NULL;
+	if (image_store_get(m->images, name_or_id, &img, NULL) < 0)
+		return false;
+	bool running = false, reaped = false;
+	for (struct sandbox *sb = m->sandboxes; sb && !running; sb = sb->next)
+		running = sb->state == SANDBOX_RUNNING && !strcmp(sb->image_id, img->id);
+	for (struct sandbox *sb = m->sandboxes; sb && !running; sb = sb->next)
+		if (sb->state != SANDBOX_RUNNING && !sb->resources_released && !strcmp(sb->image_id, img->id)) {
+			sandbox_reap_blocking(sb, 1000);
+			reaped = true;
+		}
+	image_free(img);
+	return !running && reaped;
+}
+
 static void delete_image(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
 	struct manager *m = ctx;
@@ -117,6 +138,10 @@ static void delete_image(struct grpc_call *call, const ProtobufCMessage *msg, vo
 	}
 	struct err e = {0};
 	int r = image_store_delete(m->images, req->image, &e);
+	if (r == -EBUSY && finish_releases(m, req->image)) {
+		err_clear(&e);
+		r = image_store_delete(m->images, req->image, &e);
+	}
 	if (r == -EBUSY) {
 		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION, "%s", e.msg);
 		return;
