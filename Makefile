@@ -159,6 +159,7 @@ test: deps
 	$(MAKE) integration
 	$(MAKE) node
 	$(MAKE) security
+	$(MAKE) sdk
 
 lint:
 	@scripts/lint.sh
