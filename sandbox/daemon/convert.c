@@ -37,6 +37,7 @@ int sandbox_pb_fill(const struct sandbox *sb, struct sandbox_pb *out)
 		out->resources.cpu = spec->resources->cpu;
 		out->resources.memory_mib = spec->resources->memory_mib;
 		out->resources.pids = spec->resources->pids;
+		out->resources.disk_mib = spec->resources->disk_mib;
 	}
 	out->msg.resources = &out->resources;
 	/* Network: the policy as currently set (UpdateNetworkPolicy rewrites the spec), the ports,

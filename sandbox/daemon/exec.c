@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ struct start_waiter {
 };
 
 static void reader_pump(struct reader *r);
+static void out_wake_readers(struct outstream *os);
 static void out_resume(struct outstream *os);
 static void exec_maybe_release(struct exec *ex);
 static void stdin_fail_pending(struct exec *ex, enum grpc_status_code code, const char *msg);
@@ -453,8 +455,10 @@ void exec_on_sandbox_end(struct exec *ex)
 	}
 	if (!ex->spawned) { /* never started: nothing will arrive on its streams */
 		ex->spawned = true;
-		for (int i = 0; i < 2; i++)
+		for (int i = 0; i < 2; i++) {
 			ex->out[i].eof = true;
+			out_wake_readers(&ex->out[i]); /* parked readers get their EOF now */
+		}
 	}
 }
 
@@ -517,8 +521,20 @@ static ssize_t out_move(struct outstream *os, size_t want)
 	ssize_t n = splice(os->fd, NULL, os->spool_fd, &off, want, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 	if (n >= 0 || errno != EINVAL)
 		return n;
-	/* A pty master is not a pipe: copy through a buffer instead. */
+	/* A pty master is not a pipe: copy through a buffer instead. Init shares the master's open
+	 * file description (and so its O_NONBLOCK): read only what is there, never block. */
 	char buf[65536];
+	int avail = 0;
+	if (ioctl(os->fd, FIONREAD, &avail) == 0 && avail <= 0) {
+		struct pollfd p = {.fd = os->fd, .events = POLLIN};
+		if (poll(&p, 1, 0) <= 0 || !(p.revents & (POLLHUP | POLLERR))) {
+			errno = EAGAIN;
+			return -1;
+		}
+		avail = 1; /* hung up: read reports it (EIO) at once */
+	}
+	if ((size_t)avail < want)
+		want = (size_t)avail;
 	n = read(os->fd, buf, want < sizeof(buf) ? want : sizeof(buf));
 	if (n <= 0)
 		return n;
@@ -537,7 +553,9 @@ static void out_on_readable(uv_poll_t *p, int status, int events)
 	while (!eof && budget > 0) {
 		if (os->end - os->start >= cap)
 			out_make_room(os);
-		uint64_t room = cap - (os->end - os->start);
+		/* May exceed cap after a restart (holes are punched in whole pages, or a smaller
+		 * --output-buffer): never let the subtraction wrap. */
+		uint64_t used = os->end - os->start, room = used >= cap ? 0 : cap - used;
 		if (room == 0) { /* reader behind and buffer full: let the pipe fill (backpressure) */
 			uv_poll_stop(os->poll);
 			os->polling = false;
@@ -636,7 +654,7 @@ static void reader_pump(struct reader *r)
 			msg.data.data = buf;
 			msg.data.len = (size_t)n;
 			if (grpc_call_send(r->call, &msg.base) < 0) {
-				reader_free(r);
+				reader_finish(r, GRPC_STATUS_INTERNAL, "sending output failed");
 				return;
 			}
 			r->offset += (uint64_t)n;
@@ -652,6 +670,8 @@ static void reader_pump(struct reader *r)
 			msg.eof = true;
 			if (grpc_call_send(r->call, &msg.base) == 0)
 				grpc_call_finish(r->call, GRPC_STATUS_OK, NULL);
+			else
+				grpc_call_finish(r->call, GRPC_STATUS_INTERNAL, "sending output failed");
 			reader_free(r);
 			return;
 		}
@@ -750,7 +770,17 @@ static int stdin_flush(struct exec *ex)
 {
 	struct stdin_write *w = ex->stdin_pending;
 	while (w->done < w->len) {
-		ssize_t n = write(ex->stdin_fd, w->data + w->done, w->len - w->done);
+		size_t chunk = w->len - w->done;
+		if (ex->spec->pty) {
+			/* The pty master's O_NONBLOCK is shared with init: write only when there is room,
+			 * in pieces the line discipline takes whole. */
+			struct pollfd p = {.fd = ex->stdin_fd, .events = POLLOUT};
+			if (poll(&p, 1, 0) <= 0 || !(p.revents & POLLOUT))
+				break;
+			if (chunk > 256)
+				chunk = 256;
+		}
+		ssize_t n = write(ex->stdin_fd, w->data + w->done, chunk);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -918,9 +948,23 @@ int exec_on_spawned(struct exec *ex, int32_t pid, uint32_t fd_flags, int *fds, s
 	ex->pid = pid;
 	ex->spawned = true;
 	if (in >= 0 && !ex->stdin_eof && ex->state == EXEC_RUNNING) {
-		ex->stdin_fd = in;
+		/* Init shares the pipe's open file description and could clear O_NONBLOCK on it,
+		 * stalling our writes: reopen the pipe for an open file description of our own. */
+		if (!ex->spec->pty) {
+			char path[64];
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", in);
+			int own = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+			if (own >= 0) {
+				close(in);
+				in = own;
+			}
+		}
 		fcntl(in, F_SETFL, fcntl(in, F_GETFL) | O_NONBLOCK);
 		ex->stdin_poll = uvutil_poll_new(ex->sb->m->loop, in, ex);
+		if (ex->stdin_poll)
+			ex->stdin_fd = in;
+		else
+			close(in); /* stdin stays closed rather than half set up */
 	} else if (in >= 0) {
 		close(in);
 	}
@@ -931,12 +975,19 @@ int exec_on_spawned(struct exec *ex, int32_t pid, uint32_t fd_flags, int *fds, s
 			continue;
 		r = out_attach(&ex->out[k], out[k], e);
 		if (r < 0) {
-			out[k] = -1;
-			return r; /* stream stays at EOF; fds already owned by the streams */
+			if (k == 0 && out[1] >= 0) /* not handed to its stream yet */
+				close(out[1]);
+			return r; /* the failed stream owns (and closes) its fd */
 		}
 	}
-	if (ex->timeout_timer && ex->state == EXEC_RUNNING)
-		uv_timer_start(ex->timeout_timer, on_exec_timeout, (uint64_t)ex->spec->timeout_ms, 0);
+	if (ex->spec->timeout_ms > 0 && ex->state == EXEC_RUNNING) {
+		if (!ex->timeout_timer) /* restored after a restart */
+			ex->timeout_timer = uvutil_timer_new(ex->sb->m->loop, ex);
+		/* From when it started: a restart must not give an exec a fresh timeout. */
+		int64_t left = ex->started_at_ms + ex->spec->timeout_ms - time_now_ms();
+		if (ex->timeout_timer)
+			uv_timer_start(ex->timeout_timer, on_exec_timeout, left > 0 ? (uint64_t)left : 0, 0);
+	}
 	exec_persist(ex);
 	start_waiters_reply(ex);
 	return 0;
@@ -948,6 +999,43 @@ fail:
 
 /* ---- release and free ----------------------------------------------------------------------- */
 
+/* Output of finished execs stays readable until the sandbox is purged, but on the host's state
+ * disk, outside every sandbox limit: past SPOOL_BUDGET_STREAMS full buffers per sandbox, the
+ * oldest finished execs' output is dropped (a read of it then gets OUT_OF_RANGE). */
+#define SPOOL_BUDGET_STREAMS 16
+
+static void out_drop_all(struct outstream *os)
+{
+	if (os->spool_fd >= 0 && os->end > os->start)
+		fallocate(os->spool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)os->end);
+	os->start = os->delivered = os->end;
+}
+
+static void sandbox_enforce_spool_budget(struct sandbox *sb)
+{
+	uint64_t budget = (uint64_t)SPOOL_BUDGET_STREAMS * sb->m->cfg.output_buffer, total = 0;
+	size_t n = 0;
+	for (struct exec *ex = sb->execs; ex; ex = ex->next, n++)
+		total += (ex->out[0].end - ex->out[0].start) + (ex->out[1].end - ex->out[1].start);
+	if (total <= budget)
+		return;
+	_cleanup_free_ struct exec **order = calloc(n ? n : 1, sizeof(*order)); /* newest first */
+	if (!order)
+		return;
+	n = 0;
+	for (struct exec *ex = sb->execs; ex; ex = ex->next)
+		order[n++] = ex;
+	for (size_t i = n; i-- > 0 && total > budget;) {
+		struct exec *ex = order[i];
+		if (!ex->released || ex->out[0].readers || ex->out[1].readers)
+			continue; /* running, or someone is reading it right now */
+		for (int k = 0; k < 2; k++) {
+			total -= ex->out[k].end - ex->out[k].start;
+			out_drop_all(&ex->out[k]);
+		}
+	}
+}
+
 static void exec_maybe_release(struct exec *ex)
 {
 	if (ex->released || !ex->spawned || ex->state != EXEC_FINISHED || !ex->out[0].eof || !ex->out[1].eof)
@@ -958,6 +1046,7 @@ static void exec_maybe_release(struct exec *ex)
 	struct initproto_hdr h = {INITPROTO_RELEASE, ex->handle};
 	sandbox_send(ex->sb, &h, sizeof(h));
 	exec_persist(ex);
+	sandbox_enforce_spool_budget(ex->sb);
 }
 
 void exec_free(struct exec *ex)

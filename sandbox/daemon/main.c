@@ -41,6 +41,8 @@ static void usage(FILE *out)
 		"                         untrusted code on a daemon started with it\n"
 		"  --net-subnet CIDR      address pool of networked sandboxes, one /31 each (default 10.88.0.0/16)\n"
 		"  --net-uplink IFACE     interface sandbox traffic is masqueraded to (default: the default route's)\n"
+		"  --pool-size N          sandboxes kept started ahead for the image last asked for, handed\n"
+		"                         out by CreateSandbox when the request fits (default 2; 0: off)\n"
 		"  --no-network           refuse sandboxes with outbound network (no NAT, no forwarding on this\n"
 		"                         host); exposed ports still work\n"
 		"  --dns ADDR[,ADDR...]   resolvers networked sandboxes may query (default: /etc/resolv.conf's)\n"
@@ -55,6 +57,7 @@ enum { OPT_SOCKET = 256, OPT_STATE, OPT_LISTEN, OPT_TOKEN, OPT_CGROUP, OPT_INIT,
 enum { OPT_REQUIRE_HARDENING = 512, OPT_NO_CONFINEMENT };
 enum { OPT_DEFAULT_MEMORY = 768, OPT_DEFAULT_DISK, OPT_DEFAULT_PIDS };
 enum { OPT_NET_SUBNET = 1024, OPT_NET_UPLINK, OPT_DNS, OPT_PORT_BIND, OPT_NO_NETWORK };
+enum { OPT_POOL_SIZE = 1280 };
 
 static bool copy_arg(char *dst, size_t size, const char *flag, const char *val)
 {
@@ -93,6 +96,7 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		{"net-subnet", required_argument, NULL, OPT_NET_SUBNET},
 		{"net-uplink", required_argument, NULL, OPT_NET_UPLINK},
 		{"no-network", no_argument, NULL, OPT_NO_NETWORK},
+		{"pool-size", required_argument, NULL, OPT_POOL_SIZE},
 		{"dns", required_argument, NULL, OPT_DNS},
 		{"port-bind", required_argument, NULL, OPT_PORT_BIND},
 		{"help", no_argument, NULL, OPT_HELP},             {NULL, 0, NULL, 0},
@@ -164,6 +168,10 @@ static int parse_args(int argc, char **argv, struct config *cfg)
 		case OPT_NET_SUBNET: ok = copy_arg(cfg->net_subnet, sizeof(cfg->net_subnet), "--net-subnet", optarg); break;
 		case OPT_NET_UPLINK: ok = copy_arg(cfg->net_uplink, sizeof(cfg->net_uplink), "--net-uplink", optarg); break;
 		case OPT_NO_NETWORK: cfg->no_network = true; break;
+		case OPT_POOL_SIZE:
+			ok = number_arg("--pool-size", optarg, 0, 64, &v);
+			cfg->pool_size = (uint32_t)v;
+			break;
 		case OPT_DNS: ok = copy_arg(cfg->net_dns, sizeof(cfg->net_dns), "--dns", optarg); break;
 		case OPT_PORT_BIND: ok = copy_arg(cfg->port_bind, sizeof(cfg->port_bind), "--port-bind", optarg); break;
 		case OPT_VERSION: printf("corrald %s\n", CORRAL_VERSION); return 1;
@@ -223,6 +231,7 @@ int main(int argc, char **argv)
 		.state_dir = DEFAULT_STATE_DIR,
 		.cgroup_parent = "corral",
 		.max_sandboxes = 1000,
+		.pool_size = 2,
 		.output_buffer = 16 * 1024 * 1024,
 		.retention_s = 600,
 		.uid_base = 100000000,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "daemon/grpc.h"
+#include "daemon/pool.h"
 #include "daemon/hardening.h"
 #include "daemon/image_build.h"
 #include "daemon/rpc.h"
@@ -33,6 +34,12 @@ struct sandbox *manager_find_sandbox(struct manager *m, const char *id)
 		if (!strcmp(sb->id, id))
 			return sb;
 	return NULL;
+}
+
+struct sandbox *manager_find_client_sandbox(struct manager *m, const char *id)
+{
+	struct sandbox *sb = manager_find_sandbox(m, id);
+	return sb && !sb->pooled ? sb : NULL;
 }
 
 int manager_alloc_uid_slot(struct manager *m, uint32_t *ret)
@@ -158,6 +165,8 @@ int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, s
 		return err_set(e, ENOMEM, "manager");
 	if ((r = rpc_server_start(m, e)) < 0)
 		return r;
+	if (pool_init(m) < 0)
+		return err_set(e, ENOMEM, "sandbox pool");
 	m->purge_timer = uvutil_timer_new(loop, m);
 	if (!m->purge_timer)
 		return err_set(e, ENOMEM, "manager");
@@ -217,6 +226,31 @@ static void manager_sweep_sandbox_dirs(struct manager *m)
 	closedir(d);
 }
 
+/* Image build steps run in cgroups named build-*; a daemon that stops (or dies) while a step
+ * runs leaves one behind. Kill what is in them and remove them: at start, and at exit. */
+static void manager_sweep_build_cgroups(struct manager *m)
+{
+	char dir[PATH_MAX];
+	const struct cgroup_host *h = &m->cgroups;
+	const char *root = h->v2_root[0] ? h->v2_root : h->v1_memory[0] ? h->v1_memory : h->v1_pids;
+	if (!root[0])
+		return;
+	snprintf(dir, sizeof(dir), "%s/%s", root, h->parent);
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		struct cgroup_set *set;
+		if (strncmp(de->d_name, "build-", 6) != 0 || cgroup_set_open(h, de->d_name, &set, NULL) < 0)
+			continue;
+		log_info("removing the cgroups of interrupted build step %s", de->d_name);
+		cgroup_set_kill(set, NULL);
+		cgroup_set_destroy(set, NULL);
+	}
+	closedir(d);
+}
+
 static bool manager_sandbox_running(const char *id, void *data)
 {
 	struct sandbox *sb = manager_find_sandbox(data, id);
@@ -238,6 +272,8 @@ int manager_adopt(struct manager *m, struct err *e)
 	if (r < 0)
 		return r == -ENOMEM ? err_set(e, ENOMEM, "adopt") : r;
 	manager_sweep_sandbox_dirs(m);
+	manager_sweep_build_cgroups(m);
+	pool_reap_adopted(m);
 	image_store_unpin_stale(m->images, manager_sandbox_running, m); /* pins of sandboxes that are gone */
 	if (a.n)
 		log_info("found %zu sandbox record(s) from an earlier run; %u running", a.n, m->n_running);
@@ -257,6 +293,7 @@ void manager_stop(struct manager *m)
 		return;
 	m->stopping = true;
 	log_info("stopping; %u sandbox(es) keep running for the next daemon to adopt", m->n_running);
+	pool_drain(m); /* pooled sandboxes belong to no client: end them rather than leave them */
 	/* Sandboxes already ended but whose init is still dying: finish their cleanup now rather
 	 * than leave cgroups and directories for the next daemon. Bounded: SIGKILL was sent. */
 	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next)
@@ -274,6 +311,8 @@ void manager_free(struct manager *m)
 {
 	while (m->sandboxes)
 		sandbox_detach(m->sandboxes);
+	if (m->store) /* initialised: build steps may still be running in worker threads */
+		manager_sweep_build_cgroups(m);
 	if (m->init_memfd >= 0)
 		close(m->init_memfd);
 	devpolicy_free(m->devpolicy);
@@ -286,4 +325,5 @@ void manager_free(struct manager *m)
 	store_close(m->store);
 	free(m->uid_slots);
 	free(m->methods);
+	pool_free(m);
 }

@@ -53,6 +53,7 @@ struct config {
 	char net_subnet[64];
 	char net_uplink[16];
 	bool no_network;        /* --no-network: never touch the host's forwarding or NAT */
+	uint32_t pool_size;     /* sandboxes started ahead of demand (--pool-size) */
 	char net_dns[256];
 	char port_bind[64];
 };
@@ -71,6 +72,7 @@ struct manager {
 	struct image_service *imgsvc; /* builds, imports, snapshots, layer GC (daemon/image_build.c) */
 	struct grpc_server *grpc;
 	struct grpc_method *methods; /* every module's RPC methods, served by grpc */
+	struct pool *pool;           /* sandboxes started ahead of demand; NULL with --pool-size 0 */
 	struct cgroup_host cgroups;
 	struct devpolicy *devpolicy;   /* the cgroup_dev program, loaded once; NULL if the kernel refused */
 	bool devpolicy_active;         /* every new sandbox gets the device program (GetInfo reads these) */
@@ -96,6 +98,8 @@ int manager_adopt(struct manager *m, struct err *e);
 void manager_stop(struct manager *m);
 void manager_free(struct manager *m);
 struct sandbox *manager_find_sandbox(struct manager *m, const char *id);
+/* As manager_find_sandbox, for client requests: pooled sandboxes (not handed out) are not found. */
+struct sandbox *manager_find_client_sandbox(struct manager *m, const char *id);
 int manager_alloc_uid_slot(struct manager *m, uint32_t *ret);
 void manager_free_uid_slot(struct manager *m, uint32_t slot);
 /* Milliseconds on the loop's monotonic clock. */

@@ -10,6 +10,7 @@
 #include "daemon/convert.h"
 #include "daemon/exec.h"
 #include "daemon/grpc.h"
+#include "daemon/pool.h"
 #include "daemon/hardening.h"
 #include "daemon/rpc_validate.h"
 #include "init/initproto.h"
@@ -38,7 +39,7 @@ static void reply_sandbox(struct grpc_call *call, const struct sandbox *sb, Prot
 
 static struct sandbox *lookup_sandbox(struct manager *m, struct grpc_call *call, const char *id)
 {
-	struct sandbox *sb = id[0] ? manager_find_sandbox(m, id) : NULL;
+	struct sandbox *sb = id[0] ? manager_find_client_sandbox(m, id) : NULL;
 	if (!sb) {
 		if (!id[0])
 			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "sandbox_id is required");
@@ -96,8 +97,17 @@ static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, 
 	Corral__V1__CreateSandboxRequest fixed = *req;
 	if (!fixed.image[0])
 		fixed.image = (char *)"busybox";
-	struct sandbox *sb;
-	if (sandbox_create(m, &fixed, &sb, &e) < 0)
+	struct sandbox *sb = NULL;
+	if (pool_compatible(m, &fixed)) {
+		struct image *img = NULL;
+		if (image_store_resolve(m->images, fixed.image, &img, &e) < 0)
+			return status_reply_err(call, &e);
+		sb = pool_claim(m, &fixed, img->id, &e);
+		pool_note_demand(m, fixed.image, img->id);
+		image_free(img);
+		err_clear(&e);
+	}
+	if (!sb && sandbox_create(m, &fixed, &sb, &e) < 0)
 		return status_reply_err(call, &e);
 	log_debug("sandbox %s created", sb->id);
 	Corral__V1__CreateSandboxResponse resp = CORRAL__V1__CREATE_SANDBOX_RESPONSE__INIT;
@@ -141,7 +151,7 @@ static void list_sandboxes(struct grpc_call *call, const ProtobufCMessage *msg, 
 		return;
 	}
 	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next) {
-		if (sb->state != SANDBOX_RUNNING && !req->include_finished)
+		if (sb->pooled || (sb->state != SANDBOX_RUNNING && !req->include_finished))
 			continue;
 		if (!has_tags(sb, req->tags, req->n_tags))
 			continue;

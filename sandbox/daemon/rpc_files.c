@@ -315,7 +315,7 @@ static struct file_op *op_start(struct manager *m, struct grpc_call *call, const
 				 PATH_MAX, path);
 		return NULL;
 	}
-	struct sandbox *sb = manager_find_sandbox(m, sandbox_id);
+	struct sandbox *sb = manager_find_client_sandbox(m, sandbox_id);
 	if (!sb) {
 		grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "sandbox %.64s not found", sandbox_id);
 		return NULL;

@@ -1,6 +1,7 @@
 /* ImageService (BuildImage, ImportImage, GetImage, ListImages, DeleteImage) and
  * SandboxService/SnapshotFilesystem. */
 #include "daemon/rpc_images.h"
+#include "daemon/pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -116,6 +117,7 @@ static bool finish_releases(struct manager *m, const char *name_or_id)
 	struct image *img = NULL;
 	if (image_store_get(m->images, name_or_id, &img, NULL) < 0)
 		return false;
+	pool_release_image(m, img->id); /* sandboxes started ahead hold no client's work */
 	bool running = false, reaped = false;
 	for (struct sandbox *sb = m->sandboxes; sb && !running; sb = sb->next)
 		running = sb->state == SANDBOX_RUNNING && !strcmp(sb->image_id, img->id);

@@ -216,7 +216,7 @@ bool rpc_net_counters(const struct sandbox *sb, Corral__V1__NetworkCounters *out
 
 static struct sandbox *running_sandbox(struct manager *m, struct grpc_call *call, const char *id)
 {
-	struct sandbox *sb = id[0] ? manager_find_sandbox(m, id) : NULL;
+	struct sandbox *sb = id[0] ? manager_find_client_sandbox(m, id) : NULL;
 	if (!sb) {
 		if (!id[0])
 			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "sandbox_id is required");

@@ -84,6 +84,8 @@ static int validate_kv_tags(struct kv *const *tags, size_t n, struct err *e)
 		size_t kl = strlen(tags[i]->key), vl = strlen(tags[i]->value);
 		if (kl == 0 || kl > MAX_TAG_KEY)
 			return err_setx(e, EINVAL, "tag name must be 1 to %d bytes", MAX_TAG_KEY);
+		if (!strncmp(tags[i]->key, "corral.internal/", 16))
+			return err_setx(e, EINVAL, "tag names starting with corral.internal/ are reserved");
 		if (vl > MAX_TAG_VALUE)
 			return err_setx(e, EINVAL, "tag \"%.64s\" value is over %d bytes", tags[i]->key, MAX_TAG_VALUE);
 	}

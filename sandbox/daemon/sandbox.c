@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/exec.h"
+#include "daemon/pool.h"
 #include "daemon/rpc_net.h"
 #include "daemon/rpc_files.h"
 #include "daemon/uvutil.h"
@@ -89,11 +90,79 @@ static struct exec *find_exec_by_handle(struct sandbox *sb, uint32_t handle)
 	return NULL;
 }
 
+/* Control packets to init go out in order. When init's socket buffer is full (init busy, or a
+ * burst of large SPAWNs) they wait in a bounded queue drained on UV_WRITABLE: a SIGKILL,
+ * CLOSE_STDIN or RELEASE is never silently dropped. */
+struct ctl_out {
+	struct ctl_out *next;
+	size_t len;
+	uint8_t data[];
+};
+
+#define CTL_QUEUE_MAX (8u * 1024 * 1024)
+
+static void on_ctl(uv_poll_t *p, int status, int events);
+
+static void ctl_queue_free(struct sandbox *sb)
+{
+	while (sb->outq) {
+		struct ctl_out *o = sb->outq;
+		sb->outq = o->next;
+		free(o);
+	}
+	sb->outq_tail = NULL;
+	sb->outq_bytes = 0;
+}
+
+static void ctl_flush(struct sandbox *sb)
+{
+	while (sb->outq && sb->ctl_fd >= 0) {
+		struct ctl_out *o = sb->outq;
+		int r = initproto_send_nowait(sb->ctl_fd, o->data, o->len, NULL, 0);
+		if (r == -EAGAIN)
+			return; /* still full: stay subscribed to UV_WRITABLE */
+		if (r < 0) {
+			ctl_queue_free(sb); /* the channel is broken; its loss is handled on read */
+			break;
+		}
+		sb->outq = o->next;
+		sb->outq_bytes -= o->len;
+		free(o);
+	}
+	if (!sb->outq)
+		sb->outq_tail = NULL;
+	if (sb->ctl_poll)
+		uv_poll_start(sb->ctl_poll, UV_READABLE, on_ctl);
+}
+
 int sandbox_send(struct sandbox *sb, const void *pkt, size_t len)
 {
 	if (sb->ctl_fd < 0)
 		return -EPIPE;
-	return initproto_send(sb->ctl_fd, pkt, len, NULL, 0);
+	if (!sb->outq) {
+		int r = initproto_send_nowait(sb->ctl_fd, pkt, len, NULL, 0);
+		if (r != -EAGAIN)
+			return r;
+	}
+	if (sb->outq_bytes + len > CTL_QUEUE_MAX) {
+		log_warn("sandbox %s: init is not reading its control channel (%zu bytes queued)", sb->id, sb->outq_bytes);
+		return -ENOBUFS;
+	}
+	struct ctl_out *o = malloc(sizeof(*o) + len);
+	if (!o)
+		return -ENOMEM;
+	o->next = NULL;
+	o->len = len;
+	memcpy(o->data, pkt, len);
+	if (sb->outq_tail)
+		sb->outq_tail->next = o;
+	else
+		sb->outq = o;
+	sb->outq_tail = o;
+	sb->outq_bytes += len;
+	if (sb->ctl_poll)
+		uv_poll_start(sb->ctl_poll, UV_READABLE | UV_WRITABLE, on_ctl);
+	return 0;
 }
 
 /* ---- spec ------------------------------------------------------------------------------------ */
@@ -116,6 +185,52 @@ static int spec_copy(const Corral__V1__CreateSandboxRequest *req, Corral__V1__Cr
 		return -ENOMEM;
 	*ret = corral__v1__create_sandbox_request__unpack(NULL, len, buf);
 	return *ret ? 0 : -ENOMEM;
+}
+
+/* The sandbox's own spec, with its image's env and workdir under the request's: the image's
+ * ENV and WORKDIR apply unless the request sets the same name or a workdir of its own. */
+static int spec_with_image_config(const Corral__V1__CreateSandboxRequest *req, const struct image *img,
+				  Corral__V1__CreateSandboxRequest **ret)
+{
+	Corral__V1__CreateSandboxRequest tmp = *req;
+	size_t n = 0;
+	_cleanup_free_ Corral__V1__CreateSandboxRequest__EnvEntry *storage =
+		calloc(img->n_env + req->n_env + 1, sizeof(*storage));
+	_cleanup_free_ Corral__V1__CreateSandboxRequest__EnvEntry **ptrs = calloc(img->n_env + req->n_env + 1, sizeof(*ptrs));
+	_cleanup_free_ char *keys = NULL;
+	size_t keys_len = 0;
+	for (size_t i = 0; i < img->n_env; i++)
+		keys_len += strlen(img->env[i]) + 1;
+	keys = malloc(keys_len + 1);
+	if (!storage || !ptrs || !keys)
+		return -ENOMEM;
+	char *k = keys;
+	for (size_t i = 0; i < img->n_env; i++) {
+		const char *eq = strchr(img->env[i], '=');
+		if (!eq)
+			continue;
+		size_t kl = (size_t)(eq - img->env[i]);
+		bool overridden = false;
+		for (size_t j = 0; j < req->n_env && !overridden; j++)
+			overridden = strlen(req->env[j]->key) == kl && !strncmp(req->env[j]->key, img->env[i], kl);
+		if (overridden)
+			continue;
+		memcpy(k, img->env[i], kl);
+		k[kl] = '\0';
+		corral__v1__create_sandbox_request__env_entry__init(&storage[n]);
+		storage[n].key = k;
+		storage[n].value = (char *)eq + 1;
+		ptrs[n] = &storage[n];
+		n++;
+		k += kl + 1;
+	}
+	for (size_t j = 0; j < req->n_env; j++)
+		ptrs[n++] = req->env[j];
+	tmp.n_env = n;
+	tmp.env = ptrs;
+	if (!req->workdir[0] && img->workdir[0])
+		tmp.workdir = (char *)img->workdir;
+	return spec_copy(&tmp, ret);
 }
 
 int sandbox_set_tags(struct sandbox *sb, Corral__V1__SetSandboxTagsRequest__TagsEntry *const *tags, size_t n,
@@ -187,6 +302,9 @@ void sandbox_touch(struct sandbox *sb) { sb->last_activity = manager_now(sb->m);
 
 static int start_timers(struct sandbox *sb)
 {
+	uvutil_close((uv_handle_t *)sb->life_timer); /* restarted when a pooled sandbox is claimed */
+	uvutil_close((uv_handle_t *)sb->idle_timer);
+	sb->life_timer = sb->idle_timer = NULL;
 	int64_t timeout = sb->spec->timeout_ms > 0 ? sb->spec->timeout_ms : DEFAULT_SANDBOX_TIMEOUT_MS;
 	int64_t left = sb->created_at_ms + timeout - time_now_ms();
 	sb->life_timer = uvutil_timer_new(sb->m->loop, sb);
@@ -261,14 +379,14 @@ static void handle_packet(struct sandbox *sb, const uint8_t *buf, size_t len, in
 	}
 	case INITPROTO_EXEC_STATE: {
 		struct initproto_exec_state s;
-		if (blen != sizeof(s) || !sb->adopting || !ex || ex->released) {
+		/* Restored execs wait unspawned for this; a second announcement of one is hostile. */
+		if (blen != sizeof(s) || !sb->adopting || !ex || ex->released || ex->spawned) {
 			for (size_t i = 0; i < nfds; i++)
 				close(fds[i]);
-			protocol_violation(sb, "EXEC_STATE for an unknown exec or outside adoption");
+			protocol_violation(sb, "EXEC_STATE for an unknown or already announced exec, or outside adoption");
 			return;
 		}
 		memcpy(&s, body, sizeof(s));
-		ex->spawned = false; /* accept the fds again */
 		if (exec_on_spawned(ex, s.pid, s.fd_flags, fds, nfds, &e) < 0) {
 			protocol_violation(sb, e.msg);
 			return;
@@ -310,6 +428,7 @@ violation_short:
 
 static void ctl_close(struct sandbox *sb)
 {
+	ctl_queue_free(sb);
 	uvutil_close((uv_handle_t *)sb->ctl_poll);
 	sb->ctl_poll = NULL;
 	if (sb->ctl_fd >= 0)
@@ -321,6 +440,10 @@ static void on_ctl(uv_poll_t *p, int status, int events)
 {
 	struct sandbox *sb = p->data;
 	if (!sb)
+		return;
+	if ((events & UV_WRITABLE) && sb->outq)
+		ctl_flush(sb);
+	if (!(events & UV_READABLE) && status >= 0)
 		return;
 	uint8_t buf[INITPROTO_FILE_REPLY_MAX]; /* the largest packet init sends (a file listing chunk) */
 	for (int i = 0; i < CTL_PACKETS_PER_TURN && sb->ctl_fd >= 0; i++) {
@@ -487,6 +610,43 @@ static int start_entrypoint(struct sandbox *sb, struct err *e)
 	return exec_spawn(ex, e);
 }
 
+int sandbox_claim(struct sandbox *sb, const Corral__V1__CreateSandboxRequest *req, struct err *e)
+{
+	struct manager *m = sb->m;
+	struct image *img = NULL;
+	int r = image_store_resolve(m->images, req->image, &img, e);
+	if (r < 0)
+		return r;
+	Corral__V1__CreateSandboxRequest *spec = NULL;
+	r = spec_with_image_config(req, img, &spec);
+	image_free(img);
+	if (r < 0)
+		return err_set(e, ENOMEM, "sandbox");
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	int64_t now = time_now_ms();
+	if (spec_pack(spec, &buf, &len) < 0 || store_sandbox_claim(m->store, sb->id, buf, len, now, e) < 0) {
+		corral__v1__create_sandbox_request__free_unpacked(spec, NULL);
+		return e->code ? e->code : err_set(e, ENOMEM, "sandbox");
+	}
+	corral__v1__create_sandbox_request__free_unpacked(sb->spec, NULL);
+	sb->spec = spec;
+	sb->created_at_ms = now;
+	sb->pooled = false;
+	m->n_running++;
+	sandbox_touch(sb);
+	if (start_timers(sb) < 0) {
+		sandbox_finish(sb, REASON_FAILED_TO_START, 0, SIGKILL, "out of memory starting timers");
+		return 0;
+	}
+	if (sb->spec->n_command > 0) {
+		struct err e2 = {0};
+		if (start_entrypoint(sb, &e2) < 0)
+			sandbox_finish(sb, REASON_FAILED_TO_START, 0, 0, e2.msg);
+	}
+	return 0;
+}
+
 int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox **ret, struct err *e)
 {
 	char path[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], root[PATH_MAX];
@@ -496,7 +656,7 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	if (r < 0)
 		return r;
 	struct sandbox *sb = sandbox_alloc(m);
-	if (!sb || spec_copy(req, &sb->spec) < 0) {
+	if (!sb || spec_with_image_config(req, img, &sb->spec) < 0) {
 		r = err_set(e, ENOMEM, "sandbox");
 		goto undo_alloc;
 	}
@@ -640,6 +800,10 @@ void sandbox_finish(struct sandbox *sb, int32_t reason, int32_t code, int32_t si
 	if (sb->state != SANDBOX_RUNNING)
 		return;
 	struct manager *m = sb->m;
+	if (sb->pooled) {
+		pool_forget(m, sb);
+		m->n_running++; /* pooled sandboxes are not counted as running; balance the decrement below */
+	}
 	sb->state = SANDBOX_FINISHED;
 	sb->exit = (struct exit_info){.reason = reason, .code = code, .signal = sig};
 	snprintf(sb->exit.message, sizeof(sb->exit.message), "%s", message ? message : "");
@@ -751,10 +915,10 @@ static void finish_adoption(struct sandbox *sb)
 	for (struct exec *ex = sb->execs; ex; ex = ex->next) {
 		if (ex->released || ex->spawned) /* nothing held, or re-announced with its fds */
 			continue;
-		exec_on_sandbox_end(ex);
+		exec_on_sandbox_end(ex); /* lost while we were away; its streams end here */
 		ex->released = true;
-		for (int i = 0; i < 2; i++)
-			ex->out[i].eof = true;
+		if (sb->n_live_execs > 0)
+			sb->n_live_execs--;
 		exec_persist(ex);
 	}
 	log_info("sandbox %s adopted", sb->id);
@@ -802,7 +966,21 @@ int sandbox_adopt(struct manager *m, const struct store_sandbox_row *row, struct
 	}
 	link_sandbox(sb);
 	if (sb->state != SANDBOX_RUNNING) {
-		sandbox_release_resources(sb); /* the last daemon may have died before it finished this */
+		/* The last daemon may have died between recording the end and killing it, or before it
+		 * released its resources: make sure it is dead (same process: same start time), then
+		 * release. */
+		uint64_t start = 0;
+		int pidfd = sb->init_pid > 0 ? pidfd_open_(sb->init_pid) : -1;
+		if (pidfd >= 0 && spawn_read_start_time(sb->init_pid, &start, NULL) == 0 && start == sb->init_start_time) {
+			pidfd_send_signal_(pidfd, SIGKILL);
+			struct pollfd p = {.fd = pidfd, .events = POLLIN};
+			poll(&p, 1, 2000);
+		}
+		if (pidfd >= 0)
+			close(pidfd);
+		if (sb->cg)
+			cgroup_set_kill(sb->cg, NULL);
+		sandbox_release_resources(sb);
 		return 0;
 	}
 	/* Is it still the same process? pids are reused; the start time tells them apart. */

@@ -26,6 +26,8 @@ struct sandbox {
 	int pidfd;                 /* -1 once init has been reaped */
 	uv_poll_t *pidfd_poll;
 	int ctl_fd;                /* control socket to init; -1 when closed */
+	struct ctl_out *outq, *outq_tail; /* packets waiting for room in init's socket buffer */
+	size_t outq_bytes;
 	uv_poll_t *ctl_poll;
 	bool adopting;             /* HELLO(adopt) sent, READY not yet received */
 	struct cgroup_set *cg;
@@ -41,12 +43,16 @@ struct sandbox {
 	uint64_t last_activity;    /* manager_now() of the last exec start/finish or stdin write */
 	struct waitlist waiters;   /* WaitSandbox calls */
 	bool resources_released;   /* dirs, cgroups, uid slot given back */
+	bool pooled;               /* started ahead in the pool: invisible to clients until claimed */
 	struct files_state *files; /* the file API's calls in progress (daemon/rpc_files.c) */
 };
 
 /* Create and start a sandbox from a validated request. */
 int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox **ret,
 		   struct err *e);
+/* Hand a pooled sandbox to a client: its spec, timers and entrypoint become the request's. The
+ * request must be pool-compatible (pool.h) and name the sandbox's image. */
+int sandbox_claim(struct sandbox *sb, const Corral__V1__CreateSandboxRequest *req, struct err *e);
 /* Re-attach a sandbox recorded as running before a daemon restart, or record its death. */
 int sandbox_adopt(struct manager *m, const struct store_sandbox_row *row, struct err *e);
 /* End the sandbox (if running) with a reason: kill everything, release its resources. */

@@ -153,7 +153,7 @@ void snapshot_serve(struct manager *m, const Corral__V1__SnapshotFilesystemReque
 		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "ttl_ms must be 0 (kept) to one year");
 		return;
 	}
-	struct sandbox *sb = req->sandbox_id[0] ? manager_find_sandbox(m, req->sandbox_id) : NULL;
+	struct sandbox *sb = req->sandbox_id[0] ? manager_find_client_sandbox(m, req->sandbox_id) : NULL;
 	if (!sb) {
 		grpc_call_finish(call, req->sandbox_id[0] ? GRPC_STATUS_NOT_FOUND : GRPC_STATUS_INVALID_ARGUMENT,
 				 req->sandbox_id[0] ? "sandbox %.64s not found" : "sandbox_id is required", req->sandbox_id);

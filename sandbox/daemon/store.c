@@ -10,6 +10,7 @@
 enum stmt_id {
 	ST_SB_INSERT,
 	ST_SB_SPEC,
+	ST_SB_CLAIM,
 	ST_SB_FINISH,
 	ST_SB_DELETE,
 	ST_SB_DELETE_EXECS,
@@ -25,6 +26,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 			 " exit_signal, exit_message, init_pid, init_start_time, uid_slot, spec)"
 			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
 	[ST_SB_SPEC] = "UPDATE sandboxes SET spec = ?2 WHERE id = ?1",
+	[ST_SB_CLAIM] = "UPDATE sandboxes SET spec = ?2, created_at_ms = ?3 WHERE id = ?1",
 	[ST_SB_FINISH] = "UPDATE sandboxes SET state = 2, finished_at_ms = ?2, exit_reason = ?3, exit_code = ?4,"
 			 " exit_signal = ?5, exit_message = ?6 WHERE id = ?1",
 	[ST_SB_DELETE] = "DELETE FROM sandboxes WHERE id = ?1",
@@ -161,6 +163,16 @@ int store_sandbox_set_spec(struct store *s, const char *id, const void *spec, si
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 2, spec, (int)len, SQLITE_STATIC);
 	return step_done(s, st, e, "update sandbox");
+}
+
+int store_sandbox_claim(struct store *s, const char *id, const void *spec, size_t len, int64_t created_at_ms,
+			struct err *e)
+{
+	sqlite3_stmt *st = s->stmt[ST_SB_CLAIM];
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, spec, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, created_at_ms);
+	return step_done(s, st, e, "claim sandbox");
 }
 
 int store_sandbox_finish(struct store *s, const char *id, int64_t finished_at_ms, const struct exit_info *exit,

@@ -48,6 +48,9 @@ void store_close(struct store *s);
 
 int store_sandbox_insert(struct store *s, const struct store_sandbox_row *row, struct err *e);
 int store_sandbox_set_spec(struct store *s, const char *id, const void *spec, size_t len, struct err *e);
+/* A pooled sandbox handed to a client: its spec and creation time become the client's. */
+int store_sandbox_claim(struct store *s, const char *id, const void *spec, size_t len, int64_t created_at_ms,
+			struct err *e);
 int store_sandbox_finish(struct store *s, const char *id, int64_t finished_at_ms, const struct exit_info *exit,
 			 struct err *e);
 /* Delete the sandbox and all its execs. */

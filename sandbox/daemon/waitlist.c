@@ -33,6 +33,7 @@ static void waiter_fire(struct waiter *w, bool finished)
 	waitlist_reply_fn reply = w->reply;
 	void *obj = w->obj;
 	grpc_call_ref(call);
+	grpc_call_on_cancel(call, NULL, NULL); /* w is freed now: a later cancel must not reach it */
 	waiter_unlink_free(w);
 	reply(call, obj, finished);
 	grpc_call_unref(call);

@@ -150,7 +150,7 @@ int initproto_decode_spawn(const void *pkt, size_t len, struct initproto_spawn_r
 	return 0;
 }
 
-int initproto_send(int sock, const void *pkt, size_t len, const int *fds, size_t nfds)
+static int send_flags(int sock, const void *pkt, size_t len, const int *fds, size_t nfds, int flags)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * INITPROTO_MAX_FDS)];
@@ -173,11 +173,21 @@ int initproto_send(int sock, const void *pkt, size_t len, const int *fds, size_t
 	}
 	ssize_t n;
 	do
-		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;
 	return (size_t)n == len ? 0 : -EMSGSIZE; /* a seqpacket send is all or nothing; be sure */
+}
+
+int initproto_send(int sock, const void *pkt, size_t len, const int *fds, size_t nfds)
+{
+	return send_flags(sock, pkt, len, fds, nfds, 0);
+}
+
+int initproto_send_nowait(int sock, const void *pkt, size_t len, const int *fds, size_t nfds)
+{
+	return send_flags(sock, pkt, len, fds, nfds, MSG_DONTWAIT);
 }
 
 static void close_all(int *fds, size_t n)
@@ -201,7 +211,7 @@ ssize_t initproto_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds)
 
 	*nfds = 0;
 	do
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return -errno;

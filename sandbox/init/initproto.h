@@ -138,7 +138,10 @@ int initproto_decode_spawn(const void *pkt, size_t len, struct initproto_spawn_r
 
 /* Send one packet with up to INITPROTO_MAX_FDS fds. Returns 0 or -errno (-EAGAIN if it would block). */
 int initproto_send(int sock, const void *pkt, size_t len, const int *fds, size_t nfds);
-/* Receive one packet. *nfds in: capacity of fds (>= INITPROTO_MAX_FDS); out: fds received (all
+/* As initproto_send, but never blocks, whatever the socket's O_NONBLOCK (which the peer shares):
+ * -EAGAIN when the socket buffer is full. */
+int initproto_send_nowait(int sock, const void *pkt, size_t len, const int *fds, size_t nfds);
+/* Receive one packet (never blocks: -EAGAIN when none is queued). *nfds in: capacity of fds (>= INITPROTO_MAX_FDS); out: fds received (all
  * O_CLOEXEC). Returns the packet length (0 on orderly EOF) or -errno. A truncated packet or
  * truncated fd list is -EMSGSIZE, with any received fds already closed. */
 ssize_t initproto_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds);

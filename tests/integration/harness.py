@@ -267,6 +267,15 @@ def in_cgroup(pid, cgroup_parent, sandbox_id=None):
     return False
 
 
+def _sandbox_cgroup(pid, cgroup_parent):
+    """The name of the cgroup below <parent>/ that pid is in (the sandbox id), or "?"."""
+    for line in (_read(f"/proc/{pid}/cgroup") or "").splitlines():
+        parts = line.split(":", 2)[-1].split("/")
+        if cgroup_parent in parts and parts.index(cgroup_parent) + 1 < len(parts):
+            return parts[parts.index(cgroup_parent) + 1]
+    return "?"
+
+
 def sandbox_pids(cgroup_parent, sandbox_id=None, comm=None):
     """Live (non-zombie) host pids in the daemon's cgroups, optionally of one sandbox / comm."""
     out = []
@@ -328,7 +337,8 @@ def leftovers(cgroup_parent, state_dir):
     for d in cgroup_dirs(cgroup_parent):
         problems.append(f"cgroup dir left: {d}")
     for pid in sandbox_pids(cgroup_parent):
-        problems.append(f"process left in {cgroup_parent}: pid {pid} ({proc_comm(pid)})")
+        problems.append(f"process left in {cgroup_parent}: pid {pid} ({proc_comm(pid)}) "
+                        f"in {_sandbox_cgroup(pid, cgroup_parent)}")
     sdir = os.path.join(state_dir, "sandboxes")
     if os.path.isdir(sdir) and os.listdir(sdir):
         problems.append(f"sandbox dirs left in {sdir}: {sorted(os.listdir(sdir))[:10]}")

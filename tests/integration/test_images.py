@@ -291,6 +291,15 @@ def test_oci_import_whiteouts_and_opaque(daemon, stub, images, fmt):
         out, err, st = sh(stub, sb.sandbox_id, "ls /data; echo --; ls /opq; echo --; cat /data/hl /data/c")
         assert st.exit_code == 0, err
         assert out.split("--") == ["b\nc\nhl\n", "\ny\n", "\nB\nC\n"], out
+        if fmt == "docker-save":  # the image's ENV and WORKDIR apply to the sandbox's execs
+            out, err, st = sh(stub, sb.sandbox_id, "echo $FOO; pwd")
+            assert out == "bar\n/data\n", (out, err)
+            own = harness.create_sandbox(stub, image=img.image_id, env={"FOO": "mine"}, workdir="/opq")
+            try:
+                out, err, st = sh(stub, own.sandbox_id, "echo $FOO; pwd")
+                assert out == "mine\n/opq\n", (out, err)  # the request wins over the image
+            finally:
+                harness.terminate(stub, own.sandbox_id)
     finally:
         harness.terminate(stub, sb.sandbox_id)
     # The same archive again: same layers, same image, nothing new on disk.

@@ -28,3 +28,18 @@ def test_dropped_offset_is_out_of_range(stub, sandbox):
     # The tail is still there, at its true offsets.
     size = chunk * n
     assert read_output(stub, sandbox.sandbox_id, ex.exec_id, offset=size - 1000) == b"\0" * 1000
+
+
+def test_a_sandbox_keeps_a_bounded_total_of_finished_output(stub, sandbox):
+    # Unread output of finished execs is kept until the sandbox is purged, but at most 16
+    # buffers' worth per sandbox (1 MiB here): past that, the oldest finished execs' output goes.
+    ids = []
+    for i in range(24):
+        ex = start_exec(stub, sandbox.sandbox_id, ["sh", "-c", "head -c 61440 /dev/zero"], exec_id=f"burst-{i}").exec
+        st = wait_exec(stub, sandbox.sandbox_id, ex.exec_id, 30).exit_status
+        assert st.reason == cpb.EXIT_REASON_EXITED, st
+        ids.append(ex.exec_id)
+    with pytest.raises(grpc.RpcError) as ei:
+        read_output(stub, sandbox.sandbox_id, ids[0], offset=0)
+    assert ei.value.code() == grpc.StatusCode.OUT_OF_RANGE, ei.value
+    assert read_output(stub, sandbox.sandbox_id, ids[-1], offset=0) == b"\0" * 61440
