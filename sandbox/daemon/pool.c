@@ -9,6 +9,11 @@
 #include "daemon/sandbox.h"
 #include "daemon/uvutil.h"
 
+/* Refills wait for this much quiet after the last create: starting a sandbox takes the loop for
+ * a few milliseconds, which must not land on the path of a client's next request. Under
+ * back-to-back load the pool simply runs dry and sandboxes are created on demand. */
+#define POOL_REFILL_DELAY_MS 25
+
 struct pool {
 	struct sandbox **ready;
 	size_t n;
@@ -88,15 +93,13 @@ void pool_forget(struct manager *m, struct sandbox *sb)
 	}
 }
 
-/* Start one pooled sandbox per loop turn, so requests are never kept waiting behind a refill. */
-static void on_refill(uv_timer_t *t)
+/* Start one pooled sandbox; false when none can or should be started now. */
+static bool refill_one(struct manager *m, struct pool *p)
 {
-	struct manager *m = t->data;
-	struct pool *p = m ? m->pool : NULL;
-	if (!p || m->stopping || p->n >= m->cfg.pool_size || !p->image[0])
-		return;
+	if (m->stopping || p->n >= m->cfg.pool_size || !p->image[0])
+		return false;
 	if (m->n_running + p->n >= m->cfg.max_sandboxes)
-		return; /* never take capacity from clients */
+		return false; /* never take capacity from clients */
 	Corral__V1__CreateSandboxRequest__TagsEntry tag = CORRAL__V1__CREATE_SANDBOX_REQUEST__TAGS_ENTRY__INIT;
 	Corral__V1__CreateSandboxRequest__TagsEntry *tags[] = {&tag};
 	tag.key = (char *)POOL_TAG;
@@ -109,25 +112,34 @@ static void on_refill(uv_timer_t *t)
 	struct err e = {0};
 	if (sandbox_create(m, &tmpl, &sb, &e) < 0) {
 		log_warn("pool: starting a %s sandbox ahead: %s", p->image, e.msg);
-		return; /* the next claim schedules another try */
+		return false; /* the next claim schedules another try */
 	}
 	if (strcmp(sb->image_id, p->image_id) != 0 || sb->state != SANDBOX_RUNNING) {
 		sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "pool image changed");
-		return;
+		return false;
 	}
 	sb->pooled = true;
 	if (m->n_running > 0)
 		m->n_running--;
 	p->ready[p->n++] = sb;
-	if (p->n < m->cfg.pool_size)
-		uv_timer_start(p->refill, on_refill, 0, 0);
+	return true;
+}
+
+/* After a quiet spell (see POOL_REFILL_DELAY_MS), fill the whole pool at once: one window of a
+ * few milliseconds rather than several that could each meet a client's request. */
+static void on_refill(uv_timer_t *t)
+{
+	struct manager *m = t->data;
+	struct pool *p = m ? m->pool : NULL;
+	while (p && refill_one(m, p))
+		;
 }
 
 static void pool_schedule_refill(struct manager *m)
 {
 	struct pool *p = m->pool;
-	if (p && !m->stopping)
-		uv_timer_start(p->refill, on_refill, 0, 0);
+	if (p && !m->stopping) /* restarts the delay: refill once creates pause */
+		uv_timer_start(p->refill, on_refill, POOL_REFILL_DELAY_MS, 0);
 }
 
 static void pool_finish_all(struct manager *m, const char *why)

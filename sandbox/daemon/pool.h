@@ -4,7 +4,8 @@
  * Pooled sandboxes are ordinary sandboxes created from a template (the image last asked for,
  * default limits, no network, no ports) and marked `pooled`: invisible to clients and not
  * counted as running until claimed. A request that needs anything else is created the usual way.
- * The pool refills one sandbox per loop turn after each claim. Pooled sandboxes carry an internal
+ * The pool refills one sandbox at a time once creates pause (25 ms), so a refill never sits on a
+ * client's request path; under sustained load it runs dry and creation happens on demand. Pooled sandboxes carry an internal
  * tag, so a restarted daemon recognises and removes those of an earlier run. */
 #pragma once
 #include <stdbool.h>
