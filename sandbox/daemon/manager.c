@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/grpc.h"
@@ -40,6 +41,75 @@ struct sandbox *manager_find_client_sandbox(struct manager *m, const char *id)
 {
 	struct sandbox *sb = manager_find_sandbox(m, id);
 	return sb && !sb->pooled ? sb : NULL;
+}
+
+struct cgroup_retry {
+	struct cgroup_retry *next;
+	int64_t give_up_ms;
+	char name[64];
+};
+
+#define CGROUP_RETRY_MS 500
+#define CGROUP_RETRY_FOR_MS (120 * 1000)
+
+/* One pass over the pending removals; true when none is left. */
+static bool cgroup_retries_pass(struct manager *m)
+{
+	int64_t now = time_now_ms();
+	for (struct cgroup_retry **pp = &m->cgroup_retries, *r; (r = *pp);) {
+		struct cgroup_set *set = NULL;
+		bool done = cgroup_set_open(&m->cgroups, r->name, &set, NULL) < 0; /* gone already */
+		if (!done) {
+			cgroup_set_kill(set, NULL);
+			done = cgroup_set_destroy_nowait(set, NULL) == 0;
+		}
+		if (!done && now >= r->give_up_ms) {
+			log_warn("giving up removing the cgroups of sandbox %s: still busy", r->name);
+			done = true;
+		}
+		if (done) {
+			*pp = r->next;
+			free(r);
+		} else {
+			pp = &r->next;
+		}
+	}
+	return !m->cgroup_retries;
+}
+
+static void on_cgroup_retry(uv_timer_t *t)
+{
+	struct manager *m = t->data;
+	if (m && !cgroup_retries_pass(m))
+		uv_timer_start(t, on_cgroup_retry, CGROUP_RETRY_MS, 0);
+}
+
+void manager_retry_cgroup_removal(struct manager *m, const char *name)
+{
+	struct cgroup_retry *r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->give_up_ms = time_now_ms() + CGROUP_RETRY_FOR_MS;
+	r->next = m->cgroup_retries;
+	m->cgroup_retries = r;
+	if (!m->cgroup_retry_timer)
+		m->cgroup_retry_timer = uvutil_timer_new(m->loop, m);
+	if (m->cgroup_retry_timer && !uv_is_active((uv_handle_t *)m->cgroup_retry_timer))
+		uv_timer_start(m->cgroup_retry_timer, on_cgroup_retry, CGROUP_RETRY_MS, 0);
+}
+
+/* At stop: give zombies a few seconds to be reaped, so no cgroup is left behind. */
+static void cgroup_retries_drain(struct manager *m, int timeout_ms)
+{
+	for (int waited = 0; !cgroup_retries_pass(m) && waited < timeout_ms; waited += 100)
+		nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+	while (m->cgroup_retries) {
+		struct cgroup_retry *r = m->cgroup_retries;
+		m->cgroup_retries = r->next;
+		log_warn("cgroups of sandbox %s are still busy at exit; the next daemon removes them", r->name);
+		free(r);
+	}
 }
 
 int manager_alloc_uid_slot(struct manager *m, uint32_t *ret)
@@ -226,9 +296,10 @@ static void manager_sweep_sandbox_dirs(struct manager *m)
 	closedir(d);
 }
 
-/* Image build steps run in cgroups named build-*; a daemon that stops (or dies) while a step
- * runs leaves one behind. Kill what is in them and remove them: at start, and at exit. */
-static void manager_sweep_build_cgroups(struct manager *m)
+/* Cgroups no record accounts for: image build steps (build-*) interrupted by a stop or a crash,
+ * and sandboxes (sb-*) whose daemon died between starting them and recording them. Kill what is
+ * in them and remove them: at start (after adoption), and build steps again at exit. */
+static void manager_sweep_cgroups(struct manager *m, bool sandboxes_too)
 {
 	char dir[PATH_MAX];
 	const struct cgroup_host *h = &m->cgroups;
@@ -242,11 +313,14 @@ static void manager_sweep_build_cgroups(struct manager *m)
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		struct cgroup_set *set;
-		if (strncmp(de->d_name, "build-", 6) != 0 || cgroup_set_open(h, de->d_name, &set, NULL) < 0)
+		bool build = !strncmp(de->d_name, "build-", 6);
+		bool orphan = sandboxes_too && !strncmp(de->d_name, "sb-", 3) && !manager_find_sandbox(m, de->d_name);
+		if (!(build || orphan) || cgroup_set_open(h, de->d_name, &set, NULL) < 0)
 			continue;
-		log_info("removing the cgroups of interrupted build step %s", de->d_name);
+		log_info("removing cgroups no record accounts for: %s", de->d_name);
 		cgroup_set_kill(set, NULL);
-		cgroup_set_destroy(set, NULL);
+		if (cgroup_set_destroy(set, NULL) < 0)
+			manager_retry_cgroup_removal(m, de->d_name); /* a killed orphan may linger as a zombie */
 	}
 	closedir(d);
 }
@@ -272,7 +346,7 @@ int manager_adopt(struct manager *m, struct err *e)
 	if (r < 0)
 		return r == -ENOMEM ? err_set(e, ENOMEM, "adopt") : r;
 	manager_sweep_sandbox_dirs(m);
-	manager_sweep_build_cgroups(m);
+	manager_sweep_cgroups(m, true);
 	pool_reap_adopted(m);
 	image_store_unpin_stale(m->images, manager_sandbox_running, m); /* pins of sandboxes that are gone */
 	if (a.n)
@@ -299,6 +373,9 @@ void manager_stop(struct manager *m)
 	for (struct sandbox *sb = m->sandboxes; sb; sb = sb->next)
 		if (sb->state == SANDBOX_FINISHED && !sb->resources_released)
 			sandbox_reap_blocking(sb, 2000);
+	cgroup_retries_drain(m, 5000);
+	uvutil_close((uv_handle_t *)m->cgroup_retry_timer);
+	m->cgroup_retry_timer = NULL;
 	uvutil_close((uv_handle_t *)m->purge_timer);
 	m->purge_timer = NULL;
 	if (m->grpc)
@@ -312,7 +389,7 @@ void manager_free(struct manager *m)
 	while (m->sandboxes)
 		sandbox_detach(m->sandboxes);
 	if (m->store) /* initialised: build steps may still be running in worker threads */
-		manager_sweep_build_cgroups(m);
+		manager_sweep_cgroups(m, false);
 	if (m->init_memfd >= 0)
 		close(m->init_memfd);
 	devpolicy_free(m->devpolicy);

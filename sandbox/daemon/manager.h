@@ -73,6 +73,8 @@ struct manager {
 	struct grpc_server *grpc;
 	struct grpc_method *methods; /* every module's RPC methods, served by grpc */
 	struct pool *pool;           /* sandboxes started ahead of demand; NULL with --pool-size 0 */
+	struct cgroup_retry *cgroup_retries; /* cgroups of ended sandboxes still held by a zombie */
+	uv_timer_t *cgroup_retry_timer;
 	struct cgroup_host cgroups;
 	struct devpolicy *devpolicy;   /* the cgroup_dev program, loaded once; NULL if the kernel refused */
 	bool devpolicy_active;         /* every new sandbox gets the device program (GetInfo reads these) */
@@ -100,6 +102,10 @@ void manager_free(struct manager *m);
 struct sandbox *manager_find_sandbox(struct manager *m, const char *id);
 /* As manager_find_sandbox, for client requests: pooled sandboxes (not handed out) are not found. */
 struct sandbox *manager_find_client_sandbox(struct manager *m, const char *id);
+/* The cgroups of an ended sandbox could not be removed yet (after a daemon restart its init is
+ * not our child: the host's PID 1 reaps it, sometimes late, and a zombie keeps its cgroup busy).
+ * Retried every half second for two minutes, and waited for (bounded) when the daemon stops. */
+void manager_retry_cgroup_removal(struct manager *m, const char *name);
 int manager_alloc_uid_slot(struct manager *m, uint32_t *ret);
 void manager_free_uid_slot(struct manager *m, uint32_t slot);
 /* Milliseconds on the loop's monotonic clock. */

@@ -234,6 +234,12 @@ static void build_image(struct grpc_call *call, const ProtobufCMessage *msg, voi
 	struct err e = {0};
 	if (validate_build(req, &e) < 0)
 		return status_reply_err(call, &e);
+	if (req->allow_network) { /* never ignore what was asked for */
+		grpc_call_finish(call, GRPC_STATUS_UNIMPLEMENTED,
+				 "allow_network is not supported yet: build steps reach only the host's package sources "
+				 "(apt_install downloads on the host)");
+		return;
+	}
 	image_build_serve(m->imgsvc, req, call);
 }
 

@@ -728,6 +728,7 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 		.control_fd = sp[1],
 		.cgroups = sb->cg,
 		.new_netns = true,
+		.scratch_bytes = disk_mib * 1024 * 1024,
 		.confine = m->confine,
 	};
 	struct spawn_result res_spawn;
@@ -844,8 +845,10 @@ static void sandbox_release_resources(struct sandbox *sb)
 	struct err e = {0};
 	if (sb->cg)
 		devpolicy_forget(sb->m->devpolicy, cgroup_set_v2_fd(sb->cg));
-	if (sb->cg && cgroup_set_destroy(sb->cg, &e) < 0) /* removing the v2 cgroup detaches its programs */
-		log_warn("sandbox %s: %s", sb->id, e.msg);
+	/* Removing the v2 cgroup detaches its programs. Without waiting: an init that is not our
+	 * child (adopted after a restart) stays a zombie in it until the host's PID 1 reaps it. */
+	if (sb->cg && cgroup_set_destroy_nowait(sb->cg, &e) < 0)
+		manager_retry_cgroup_removal(sb->m, sb->id);
 	sb->cg = NULL;
 	char path[PATH_MAX];
 	sandbox_dir(sb, NULL, path, sizeof(path));

@@ -613,12 +613,12 @@ static long long cgroup_now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-int cgroup_set_destroy(struct cgroup_set *set, struct err *e)
+static int cgroup_set_destroy_within(struct cgroup_set *set, long long timeout_ns, struct err *e)
 {
 	if (!set)
 		return 0;
 	int ret = 0;
-	long long deadline = cgroup_now_ns() + CGROUP_RMDIR_TIMEOUT_NS;
+	long long deadline = cgroup_now_ns() + timeout_ns;
 	for (size_t i = 0; i < set->n_dirs; i++) {
 		struct cgroup_dir *d = &set->dirs[i];
 		if (d->fd < 0)
@@ -639,6 +639,16 @@ int cgroup_set_destroy(struct cgroup_set *set, struct err *e)
 	}
 	free(set);
 	return ret;
+}
+
+int cgroup_set_destroy(struct cgroup_set *set, struct err *e)
+{
+	return cgroup_set_destroy_within(set, CGROUP_RMDIR_TIMEOUT_NS, e);
+}
+
+int cgroup_set_destroy_nowait(struct cgroup_set *set, struct err *e)
+{
+	return cgroup_set_destroy_within(set, 0, e);
 }
 
 void cgroup_set_free(struct cgroup_set *set)

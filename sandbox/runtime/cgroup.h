@@ -71,6 +71,8 @@ int cgroup_set_count_procs(const struct cgroup_set *set);
 /* Remove every cgroup directory (retrying briefly while the kernel still holds them) and free
  * the set. The set is freed even on error. */
 int cgroup_set_destroy(struct cgroup_set *set, struct err *e);
+/* As cgroup_set_destroy, one attempt without waiting (-EBUSY while a task still holds one). */
+int cgroup_set_destroy_nowait(struct cgroup_set *set, struct err *e);
 /* Free the handle, leaving the cgroups in place. Accepts NULL. */
 void cgroup_set_free(struct cgroup_set *set);
 /* Freeze (true) or thaw (false) every process of the sandbox through the v2 cgroup.freeze (pure v2

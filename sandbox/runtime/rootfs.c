@@ -101,11 +101,11 @@ static int rootfs_mount_at(const char *fstype, const char *const *opts, unsigned
 }
 
 /* /dev: a small tmpfs with host nodes bound in (a sandbox can't mknod), its own devpts, /dev/shm. */
-static int rootfs_make_dev(int root, const int *node_fds, int *ret_null, struct err *e)
+static int rootfs_make_dev(int root, const int *node_fds, const char *scratch_size, int *ret_null, struct err *e)
 {
 	static const char *const dev_opts[] = {"mode", "755", "size", "1m", NULL};
 	static const char *const pts_opts[] = {"ptmxmode", "0666", "mode", "0620", NULL};
-	static const char *const shm_opts[] = {"mode", "1777", NULL};
+	const char *const shm_opts[] = {"mode", "1777", scratch_size ? "size" : NULL, scratch_size, NULL};
 	_cleanup_close_ int at = -1, dev = -1;
 	int r = rootfs_mountpoint(root, "dev", 0755, &at, e);
 	if (r < 0)
@@ -195,9 +195,9 @@ static int rootfs_harden_proc(int proc, int null_fd, struct err *e)
 	return 0;
 }
 
-static int rootfs_make_proc_tmp(int root, int null_fd, bool harden, struct err *e)
+static int rootfs_make_proc_tmp(int root, int null_fd, bool harden, const char *scratch_size, struct err *e)
 {
-	static const char *const tmp_opts[] = {"mode", "1777", NULL};
+	const char *const tmp_opts[] = {"mode", "1777", scratch_size ? "size" : NULL, scratch_size, NULL};
 	_cleanup_close_ int proc = -1, tmp = -1, procfs = -1;
 	int r = rootfs_mountpoint(root, "proc", 0555, &proc, e);
 	if (r < 0)
@@ -219,7 +219,7 @@ static int rootfs_make_proc_tmp(int root, int null_fd, bool harden, struct err *
  * move_mount the overlay's fd refers to the root of the attached mount, so it serves as the dirfd
  * for everything below. */
 static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, const int *nodes, bool harden,
-			struct err *e)
+			const char *scratch_size, struct err *e)
 {
 	int root = overlay_fd;
 	if (move_mount(overlay_fd, "", root_dir_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
@@ -230,10 +230,10 @@ static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, c
 	if (syscall(SYS_mount_setattr, root, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0)
 		return err_setx(e, errno, "make the sandbox root nosuid,nodev");
 	_cleanup_close_ int null_fd = -1;
-	int r = rootfs_make_dev(root, nodes, &null_fd, e);
+	int r = rootfs_make_dev(root, nodes, scratch_size, &null_fd, e);
 	if (r < 0)
 		return r;
-	r = rootfs_make_proc_tmp(root, null_fd, harden, e);
+	r = rootfs_make_proc_tmp(root, null_fd, harden, scratch_size, e);
 	if (r < 0)
 		return r;
 	/* pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves only the
@@ -245,8 +245,13 @@ static int rootfs_build(int overlay_fd, int root_dir_fd, const char *root_dir, c
 	return 0;
 }
 
-int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool harden, struct err *e)
+int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool harden, uint64_t scratch_bytes,
+		 struct err *e)
 {
+	/* /tmp and /dev/shm are memory: capped (each) like the writable layer, not left at half of RAM. */
+	char scratch[32];
+	snprintf(scratch, sizeof(scratch), "%lluk", (unsigned long long)(scratch_bytes / 1024));
+	const char *scratch_size = scratch_bytes >= 1024 ? scratch : NULL;
 	int nodes[ROOTFS_N_NODES];
 	int r = 0;
 	for (size_t i = 0; i < ROOTFS_N_NODES; i++)
@@ -263,7 +268,7 @@ int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool har
 			r = err_setx(e, errno, "clone mount of host %s", path);
 	}
 	if (r == 0)
-		r = rootfs_build(overlay_fd, root_dir_fd, root_dir, nodes, harden, e);
+		r = rootfs_build(overlay_fd, root_dir_fd, root_dir, nodes, harden, scratch_size, e);
 	rootfs_close_all(nodes, ROOTFS_N_NODES);
 	return r;
 }

@@ -1,6 +1,7 @@
 /* Inside the sandbox's new mount namespace (the spawn child, already sandbox root): put the overlay
  * in place, give it /proc, /dev and /tmp, and make it the root. */
 #pragma once
+#include <stdint.h>
 #include <stdbool.h>
 
 #include "util/err.h"
@@ -14,4 +15,6 @@
  * fs, irq and sysrq-trigger are bound read-only.
  * Runs between clone3 and exec of a possibly multi-threaded daemon, so it only makes system calls:
  * messages in e carry no strerror text; the caller adds it from e->code. */
-int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool harden, struct err *e);
+/* scratch_bytes: size cap of /tmp and of /dev/shm (each); 0: the tmpfs default. */
+int rootfs_enter(int overlay_fd, int root_dir_fd, const char *root_dir, bool harden, uint64_t scratch_bytes,
+		 struct err *e);

@@ -155,7 +155,7 @@ static int spawn_child_setup(const struct spawn_config *cfg, int overlay_fd, int
 	int root_dir_fd = open(cfg->root_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	int r = root_dir_fd < 0 ? err_setx(e, errno, "open root dir %s", cfg->root_dir) : spawn_child_become_root(e);
 	if (r == 0)
-		r = rootfs_enter(overlay_fd, root_dir_fd, cfg->root_dir, confine_masks(cfg->confine), e);
+		r = rootfs_enter(overlay_fd, root_dir_fd, cfg->root_dir, confine_masks(cfg->confine), cfg->scratch_bytes, e);
 	if (root_dir_fd >= 0)
 		close(root_dir_fd);
 	close(overlay_fd);

@@ -22,6 +22,7 @@ struct spawn_config {
 	int control_fd;                  /* handed to PID 1 as fd 3 (INITPROTO_CONTROL_FD); all other fds are closed */
 	struct cgroup_set *cgroups;      /* the sandbox's cgroups, or NULL */
 	bool new_netns;                  /* a network namespace with loopback up */
+	uint64_t scratch_bytes;          /* size cap of /tmp and /dev/shm, each; 0: tmpfs default */
 	const char *const *init_argv;    /* argv for PID 1; NULL means {"corral-init", NULL} (tests run busybox) */
 	const struct confine *confine;   /* caps, seccomp, Landlock, /proc masks, rlimits applied just before
 					  * PID 1's exec (see runtime/confine.h); NULL: namespaces only */

@@ -459,3 +459,11 @@ def test_busybox_step_build(daemon, stub, images):
         assert out == "step\n0\n0\n", out
     finally:
         harness.terminate(stub, sb.sandbox_id)
+
+
+def test_build_with_network_is_refused_not_ignored(images):
+    req = ipb.BuildImageRequest(base_image="busybox", allow_network=True,
+                                steps=[ipb.BuildStep(run_commands=ipb.RunCommands(commands=["true"]))])
+    with pytest.raises(grpc.RpcError) as e:
+        list(images.BuildImage(req, timeout=30))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "allow_network" in e.value.details()

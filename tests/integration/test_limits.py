@@ -73,6 +73,13 @@ def test_disk_limit_gives_enospc_and_host_sees_the_layer(daemon, stub):
         # Deleting makes room again (a whiteout-free delete of an upper file).
         out, _, st = sh(stub, sid, "rm /fill && dd if=/dev/zero of=/again bs=1M count=2 2>/dev/null; echo rc=$?")
         assert "rc=0" in out, out
+        # /tmp and /dev/shm are memory-backed scratch space: capped (each) at the same size, so
+        # they are no way around the limit.
+        for scratch in ("/tmp", "/dev/shm"):
+            out, err, st = sh(stub, sid, f"dd if=/dev/zero of={scratch}/fill bs=1M count=64; echo rc=$?; "
+                                         f"du -k {scratch}/fill; rm -f {scratch}/fill")
+            assert "No space left on device" in err and "rc=1" in out, (scratch, out, err)
+            assert int(out.split("\n")[1].split()[0]) <= 8 * 1024, (scratch, out)
     finally:
         harness.terminate(stub, sid)
     harness.wait_sandbox(stub, sid, 10)

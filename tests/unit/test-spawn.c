@@ -138,7 +138,7 @@ static void fixture_teardown(struct fixture *f)
 		cgroup_set_destroy(f->cg, NULL);
 	}
 	if (f->cg_parent) {
-		const char *roots[] = {f->host.v2_root, f->host.v1_memory, f->host.v1_pids, f->host.v1_cpu};
+		const char *roots[] = {f->host.v2_root, f->host.v1_memory, f->host.v1_pids, f->host.v1_cpu, f->host.v1_devices};
 		for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
 			char p[400];
 			snprintf(p, sizeof(p), "%s/%s", roots[i], f->host.parent);

@@ -168,7 +168,9 @@ class Image:
         return self._extend(ipb.BuildStep(run_commands=ipb.RunCommands(commands=self._flatten(commands))))
 
     def pip_install(self, *packages: Union[str, List[str]]) -> "Image":
-        """``python3 -m pip install`` packages (the build step gets network access)."""
+        """``python3 -m pip install`` packages. The step needs network access, which build steps do
+        not have yet: building such an image raises ``corral.UnimplementedError`` saying so (use
+        ``apt_install`` with Debian's ``python3-*`` packages instead)."""
         pkgs = self._flatten(packages)
         if not pkgs:
             return self
