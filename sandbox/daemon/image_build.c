@@ -807,22 +807,8 @@ static void on_gc_timer(uv_timer_t *t) { image_service_gc(t->data); }
 /* A sealed copy of the host's busybox-static: PID 1 of build steps, unreachable through /proc. */
 static int load_busybox(int *ret, struct err *e)
 {
-	_cleanup_close_ int in = open("/bin/busybox", O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return err_set(e, errno, "open /bin/busybox (install busybox-static)");
-	_cleanup_close_ int fd = memfd_create("corral-build-sh", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return err_set(e, errno, "memfd_create");
-	char buf[65536];
-	ssize_t n;
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		if (write(fd, buf, (size_t)n) != n)
-			return err_set(e, errno, "copy busybox");
-	if (n < 0 || fchmod(fd, 0555) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-		return err_set(e, errno, "seal busybox copy");
-	*ret = TAKE_FD(fd);
-	return 0;
+	int r = fs_sealed_copy("/bin/busybox", "corral-build-sh", ret, e);
+	return r < 0 ? err_prefix(e, "install busybox-static") : 0;
 }
 
 int image_service_new(struct manager *m, struct image_service **ret, struct err *e)

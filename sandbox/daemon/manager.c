@@ -134,24 +134,8 @@ void manager_free_uid_slot(struct manager *m, uint32_t slot)
  * sandbox can ever reach (or overwrite) the binary on the host through /proc/1/exe. */
 static int load_init(const char *path, int *ret, struct err *e)
 {
-	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return err_set(e, errno, "open corral-init at %s", path);
-	_cleanup_close_ int fd = memfd_create("corral-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return err_set(e, errno, "memfd_create");
-	char buf[65536];
-	ssize_t n;
-	while ((n = read(in, buf, sizeof(buf))) > 0)
-		if (write(fd, buf, (size_t)n) != n)
-			return err_set(e, errno, "copy corral-init");
-	if (n < 0)
-		return err_set(e, errno, "read %s", path);
-	if (fchmod(fd, 0555) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-		return err_set(e, errno, "seal corral-init");
-	*ret = TAKE_FD(fd);
-	return 0;
+	int r = fs_sealed_copy(path, "corral-init", ret, e);
+	return r < 0 ? err_prefix(e, "load corral-init") : 0;
 }
 
 /* The device program is loaded once; each sandbox gets it attached at create. If the kernel

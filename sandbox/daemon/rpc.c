@@ -37,7 +37,7 @@ static void reply_sandbox(struct grpc_call *call, const struct sandbox *sb, Prot
 	sandbox_pb_release(&pb);
 }
 
-static struct sandbox *lookup_sandbox(struct manager *m, struct grpc_call *call, const char *id)
+struct sandbox *rpc_lookup_sandbox(struct manager *m, struct grpc_call *call, const char *id)
 {
 	struct sandbox *sb = id[0] ? manager_find_client_sandbox(m, id) : NULL;
 	if (!sb) {
@@ -52,7 +52,7 @@ static struct sandbox *lookup_sandbox(struct manager *m, struct grpc_call *call,
 static struct exec *lookup_exec(struct manager *m, struct grpc_call *call, const char *sandbox_id,
 				const char *exec_id)
 {
-	struct sandbox *sb = lookup_sandbox(m, call, sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(m, call, sandbox_id);
 	if (!sb)
 		return NULL;
 	struct exec *ex = exec_id[0] ? sandbox_find_exec(sb, exec_id) : NULL;
@@ -117,7 +117,7 @@ static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, 
 static void get_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
 	const Corral__V1__GetSandboxRequest *req = (const Corral__V1__GetSandboxRequest *)msg;
-	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(ctx, call, req->sandbox_id);
 	if (!sb)
 		return;
 	Corral__V1__GetSandboxResponse resp = CORRAL__V1__GET_SANDBOX_RESPONSE__INIT;
@@ -184,7 +184,7 @@ static void wait_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, vo
 	struct err e = {0};
 	if (validate_timeout("timeout_ms", req->timeout_ms, &e) < 0)
 		return status_reply_err(call, &e);
-	struct sandbox *sb = lookup_sandbox(m, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(m, call, req->sandbox_id);
 	if (!sb)
 		return;
 	if (sb->state == SANDBOX_FINISHED || req->timeout_ms == 0)
@@ -196,7 +196,7 @@ static void wait_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, vo
 static void terminate_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
 	const Corral__V1__TerminateSandboxRequest *req = (const Corral__V1__TerminateSandboxRequest *)msg;
-	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(ctx, call, req->sandbox_id);
 	if (!sb)
 		return;
 	sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "terminated by a client");
@@ -210,7 +210,7 @@ static void set_sandbox_tags(struct grpc_call *call, const ProtobufCMessage *msg
 	struct err e = {0};
 	if (validate_tags(req->tags, req->n_tags, &e) < 0)
 		return status_reply_err(call, &e);
-	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(ctx, call, req->sandbox_id);
 	if (!sb)
 		return;
 	if (sandbox_set_tags(sb, req->tags, req->n_tags, &e) < 0)
@@ -227,7 +227,7 @@ static void start_exec(struct grpc_call *call, const ProtobufCMessage *msg, void
 	struct err e = {0};
 	if (validate_start_exec(req, &e) < 0)
 		return status_reply_err(call, &e);
-	struct sandbox *sb = lookup_sandbox(ctx, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(ctx, call, req->sandbox_id);
 	if (!sb)
 		return;
 	if (req->exec_id[0]) {

@@ -214,17 +214,6 @@ bool rpc_net_counters(const struct sandbox *sb, Corral__V1__NetworkCounters *out
 
 /* ---- RPCs ------------------------------------------------------------------------------------ */
 
-static struct sandbox *running_sandbox(struct manager *m, struct grpc_call *call, const char *id)
-{
-	struct sandbox *sb = id[0] ? manager_find_client_sandbox(m, id) : NULL;
-	if (!sb) {
-		if (!id[0])
-			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "sandbox_id is required");
-		else
-			grpc_call_finish(call, GRPC_STATUS_NOT_FOUND, "sandbox %.64s not found", id);
-	}
-	return sb;
-}
 
 /* The spec with a new network policy, persisted (GetSandbox shows it; adoption keeps it). */
 static int spec_set_network(struct sandbox *sb, Corral__V1__NetworkPolicy *net, struct err *e)
@@ -253,7 +242,7 @@ static void update_network_policy(struct grpc_call *call, const ProtobufCMessage
 {
 	struct manager *m = ctx;
 	const Corral__V1__UpdateNetworkPolicyRequest *req = (const Corral__V1__UpdateNetworkPolicyRequest *)msg;
-	struct sandbox *sb = running_sandbox(m, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(m, call, req->sandbox_id);
 	if (!sb)
 		return;
 	struct err e = {0};
@@ -292,7 +281,7 @@ static void update_network_policy(struct grpc_call *call, const ProtobufCMessage
 static void get_sandbox_tunnels(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
 	const Corral__V1__GetSandboxTunnelsRequest *req = (const Corral__V1__GetSandboxTunnelsRequest *)msg;
-	struct sandbox *sb = running_sandbox(ctx, call, req->sandbox_id);
+	struct sandbox *sb = rpc_lookup_sandbox(ctx, call, req->sandbox_id);
 	if (!sb)
 		return;
 	const struct ports_tunnel *t;

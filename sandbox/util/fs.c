@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -144,6 +145,28 @@ int fs_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 		*slash = '\0';
 		return fs_sync_dir(dir, e);
 	}
+	return 0;
+}
+
+int fs_sealed_copy(const char *path, const char *name, int *ret_fd, struct err *e)
+{
+	_cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return err_set(e, errno, "open %s", path);
+	_cleanup_close_ int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return err_set(e, errno, "memfd_create");
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			return err_set(e, errno, "copy %s", path);
+	if (n < 0)
+		return err_set(e, errno, "read %s", path);
+	if (fchmod(fd, 0555) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+		return err_set(e, errno, "seal the copy of %s", path);
+	*ret_fd = TAKE_FD(fd);
 	return 0;
 }
 

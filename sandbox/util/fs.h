@@ -14,5 +14,8 @@ int fs_mkdir_p(const char *path, mode_t mode, struct err *e);
 int fs_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode, struct err *e);
 /* Copy regular file src to dst (created with mode, O_EXCL). */
 int fs_copy_file(const char *src, const char *dst, mode_t mode, struct err *e);
+/* A sealed, read-only memfd copy of the file at path (name shows in /proc/PID/exe), for
+ * executables run inside sandboxes: nothing there can reach or overwrite the host's file. */
+int fs_sealed_copy(const char *path, const char *name, int *ret_fd, struct err *e);
 /* fsync a directory by path. */
 int fs_sync_dir(const char *path, struct err *e);
