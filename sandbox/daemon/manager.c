@@ -341,7 +341,15 @@ int manager_adopt(struct manager *m, struct err *e)
 static void on_server_closed(void *data)
 {
 	struct manager *m = data;
-	uv_stop(m->loop);
+	m->server_closed = true;
+	if (!pool_busy(m)) /* else when the start in flight has been undone (manager_pool_idle) */
+		uv_stop(m->loop);
+}
+
+void manager_pool_idle(struct manager *m)
+{
+	if (m->server_closed)
+		uv_stop(m->loop);
 }
 
 /* Stop serving. Sandboxes keep running: a later daemon on the same state dir adopts them. */

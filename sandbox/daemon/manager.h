@@ -92,12 +92,15 @@ struct manager {
 	char sandboxes_dir[PATH_MAX]; /* <state>/sandboxes: per-sandbox root, upper and work dirs */
 	char execs_dir[PATH_MAX];     /* <state>/execs: per-sandbox exec output spools */
 	bool stopping;
+	bool server_closed;          /* stopping, and the gRPC server is closed */
 };
 
 int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, struct err *e);
 /* Adopt the sandboxes recorded in the state dir (after a restart). */
 int manager_adopt(struct manager *m, struct err *e);
 void manager_stop(struct manager *m);
+/* The pool's last start in flight ended during a stop: the loop may end now. */
+void manager_pool_idle(struct manager *m);
 void manager_free(struct manager *m);
 struct sandbox *manager_find_sandbox(struct manager *m, const char *id);
 /* As manager_find_sandbox, for client requests: pooled sandboxes (not handed out) are not found. */

@@ -9,10 +9,11 @@
 #include "daemon/sandbox.h"
 #include "daemon/uvutil.h"
 
-/* Refills wait for this much quiet after the last create: starting a sandbox takes the loop for
- * a few milliseconds, which must not land on the path of a client's next request. Under
- * back-to-back load the pool simply runs dry and sandboxes are created on demand. */
-#define POOL_REFILL_DELAY_MS 25
+/* Pooled sandboxes are started on a worker thread (sandbox_create_async): only the cheap
+ * preparation and completion (about a millisecond) run on the loop. A refill starts shortly
+ * after a sandbox is handed out — late enough that the client's answer has been written first —
+ * and one start at a time keeps the pool from crowding out clients on a small machine. */
+#define POOL_REFILL_DELAY_MS 5
 
 struct pool {
 	struct sandbox **ready;
@@ -20,6 +21,7 @@ struct pool {
 	char image[256];   /* what clients asked for, passed to sandbox_create */
 	char image_id[65]; /* what it resolved to */
 	uv_timer_t *refill;
+	unsigned spawning;  /* starts in flight on a worker thread */
 };
 
 static void pool_schedule_refill(struct manager *m);
@@ -93,13 +95,39 @@ void pool_forget(struct manager *m, struct sandbox *sb)
 	}
 }
 
-/* Start one pooled sandbox; false when none can or should be started now. */
-static bool refill_one(struct manager *m, struct pool *p)
+static void on_pooled_started(struct sandbox *sb, const struct err *e, void *data)
 {
-	if (m->stopping || p->n >= m->cfg.pool_size || !p->image[0])
-		return false;
-	if (m->n_running + p->n >= m->cfg.max_sandboxes)
-		return false; /* never take capacity from clients */
+	struct manager *m = data;
+	struct pool *p = m->pool;
+	p->spawning--;
+	if (!sb) {
+		log_warn("pool: starting a %s sandbox ahead: %s", p->image, e->msg);
+		return; /* the next claim schedules another try */
+	}
+	if (m->stopping || strcmp(sb->image_id, p->image_id) != 0 || sb->state != SANDBOX_RUNNING ||
+	    p->n >= m->cfg.pool_size) {
+		sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "not needed in the pool any more");
+		if (m->stopping)
+			sandbox_reap_blocking(sb, 2000);
+		if (m->stopping && p->spawning == 0)
+			manager_pool_idle(m);
+		return;
+	}
+	sb->pooled = true;
+	if (m->n_running > 0)
+		m->n_running--;
+	p->ready[p->n++] = sb;
+	pool_schedule_refill(m);
+}
+
+static void on_refill(uv_timer_t *t)
+{
+	struct manager *m = t->data;
+	struct pool *p = m ? m->pool : NULL;
+	if (!p || m->stopping || p->spawning || p->n >= m->cfg.pool_size || !p->image[0])
+		return;
+	if (m->n_running + p->n + 1 > m->cfg.max_sandboxes)
+		return; /* never take capacity from clients */
 	Corral__V1__CreateSandboxRequest__TagsEntry tag = CORRAL__V1__CREATE_SANDBOX_REQUEST__TAGS_ENTRY__INIT;
 	Corral__V1__CreateSandboxRequest__TagsEntry *tags[] = {&tag};
 	tag.key = (char *)POOL_TAG;
@@ -108,31 +136,17 @@ static bool refill_one(struct manager *m, struct pool *p)
 	tmpl.image = p->image;
 	tmpl.n_tags = 1;
 	tmpl.tags = tags;
-	struct sandbox *sb;
 	struct err e = {0};
-	if (sandbox_create(m, &tmpl, &sb, &e) < 0) {
+	if (sandbox_create_async(m, &tmpl, on_pooled_started, m, &e) < 0) {
 		log_warn("pool: starting a %s sandbox ahead: %s", p->image, e.msg);
-		return false; /* the next claim schedules another try */
+		return;
 	}
-	if (strcmp(sb->image_id, p->image_id) != 0 || sb->state != SANDBOX_RUNNING) {
-		sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "pool image changed");
-		return false;
-	}
-	sb->pooled = true;
-	if (m->n_running > 0)
-		m->n_running--;
-	p->ready[p->n++] = sb;
-	return true;
+	p->spawning++;
 }
 
-/* After a quiet spell (see POOL_REFILL_DELAY_MS), fill the whole pool at once: one window of a
- * few milliseconds rather than several that could each meet a client's request. */
-static void on_refill(uv_timer_t *t)
+bool pool_busy(const struct manager *m)
 {
-	struct manager *m = t->data;
-	struct pool *p = m ? m->pool : NULL;
-	while (p && refill_one(m, p))
-		;
+	return m->pool && m->pool->spawning > 0;
 }
 
 static void pool_schedule_refill(struct manager *m)

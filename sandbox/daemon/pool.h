@@ -4,8 +4,8 @@
  * Pooled sandboxes are ordinary sandboxes created from a template (the image last asked for,
  * default limits, no network, no ports) and marked `pooled`: invisible to clients and not
  * counted as running until claimed. A request that needs anything else is created the usual way.
- * The pool refills one sandbox at a time once creates pause (25 ms), so a refill never sits on a
- * client's request path; under sustained load it runs dry and creation happens on demand. Pooled sandboxes carry an internal
+ * The pool refills as soon as a sandbox is handed out, one start at a time, with the kernel's
+ * part of each start on a worker thread: a refill never holds up the event loop. Pooled sandboxes carry an internal
  * tag, so a restarted daemon recognises and removes those of an earlier run. */
 #pragma once
 #include <stdbool.h>
@@ -30,6 +30,8 @@ void pool_note_demand(struct manager *m, const char *image, const char *image_id
 void pool_forget(struct manager *m, struct sandbox *sb);
 /* The image is being deleted: end pooled sandboxes of it and stop refilling with it. */
 void pool_release_image(struct manager *m, const char *image_id);
+/* A start is in flight on a worker thread (the daemon's stop waits for it: manager_pool_idle). */
+bool pool_busy(const struct manager *m);
 /* Daemon stop: pooled sandboxes are not left behind for the next daemon. */
 void pool_drain(struct manager *m);
 /* After adoption: remove pooled sandboxes of an earlier run. */

@@ -647,52 +647,113 @@ int sandbox_claim(struct sandbox *sb, const Corral__V1__CreateSandboxRequest *re
 	return 0;
 }
 
-int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox **ret, struct err *e)
+/* Starting a sandbox in three steps, so the slow middle one (spawn_sandbox: clone, mounts,
+ * exec of init; 1.5–3 ms) can run on a worker thread when nobody waits on it (the pool):
+ * prepare (loop thread: ids, directories, cgroups, device policy), spawn (any thread),
+ * complete (loop thread: network, records, watchers, timers). Each step undoes what was done. */
+struct sandbox_start {
+	struct manager *m;
+	struct sandbox *sb;
+	struct image *img;
+	int sp[2];
+	char upper[PATH_MAX], work[PATH_MAX], root[PATH_MAX];
+	bool have_dirs, have_cgroup, have_init;
+	struct spawn_config cfg;
+	struct spawn_result res;
+	int r;
+	struct err err;
+	uv_work_t work_req;
+	void (*done)(struct sandbox *sb, const struct err *e, void *data);
+	void *data;
+};
+
+static void start_undo(struct sandbox_start *st)
 {
-	char path[PATH_MAX], upper[PATH_MAX], work[PATH_MAX], root[PATH_MAX];
-	struct image *img = NULL;
-	int sp[2] = {-1, -1};
-	int r = image_store_resolve(m->images, req->image, &img, e);
-	if (r < 0)
+	struct manager *m = st->m;
+	struct sandbox *sb = st->sb;
+	char path[PATH_MAX];
+	if (sb && st->have_init) {
+		image_store_unpin(m->images, sb->id);
+		rpc_net_sandbox_release(sb);
+		pidfd_send_signal_(sb->pidfd, SIGKILL);
+		waitid(P_PIDFD, (id_t)sb->pidfd, &(siginfo_t){0}, WEXITED);
+	}
+	for (int i = 0; i < 2; i++)
+		if (st->sp[i] >= 0) /* sp[0] is ctl_open's once handed over (then -1 here) */
+			close(st->sp[i]);
+	if (sb && st->have_cgroup) {
+		cgroup_set_destroy(sb->cg, NULL);
+		sb->cg = NULL;
+	}
+	if (sb && st->have_dirs) {
+		sandbox_dir(sb, NULL, path, sizeof(path));
+		rw_unmount(sb, path);
+		fs_remove_tree(path, NULL);
+		spool_dir(sb, path, sizeof(path));
+		fs_remove_tree(path, NULL);
+	}
+	if (sb && sb->has_uid_slot)
+		manager_free_uid_slot(m, sb->uid_slot);
+	if (sb)
+		sb->has_uid_slot = false;
+	image_free(st->img);
+	if (sb)
+		sandbox_free(sb);
+	free(st);
+}
+
+static int start_prepare(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox_start **ret,
+			 struct err *e)
+{
+	char path[PATH_MAX];
+	struct sandbox_start *st = calloc(1, sizeof(*st));
+	if (!st)
+		return err_set(e, ENOMEM, "sandbox");
+	st->m = m;
+	st->sp[0] = st->sp[1] = -1;
+	int r = image_store_resolve(m->images, req->image, &st->img, e);
+	if (r < 0) {
+		free(st);
 		return r;
-	struct sandbox *sb = sandbox_alloc(m);
-	if (!sb || spec_with_image_config(req, img, &sb->spec) < 0) {
+	}
+	struct sandbox *sb = st->sb = sandbox_alloc(m);
+	if (!sb || spec_with_image_config(req, st->img, &sb->spec) < 0) {
 		r = err_set(e, ENOMEM, "sandbox");
-		goto undo_alloc;
+		goto undo;
 	}
 	id_random(sb->id, sizeof(sb->id), "sb-", 8);
-	snprintf(sb->image_id, sizeof(sb->image_id), "%s", img->id);
+	snprintf(sb->image_id, sizeof(sb->image_id), "%s", st->img->id);
 	sb->created_at_ms = time_now_ms();
-	r = manager_alloc_uid_slot(m, &sb->uid_slot);
-	if (r < 0) {
+	if (manager_alloc_uid_slot(m, &sb->uid_slot) < 0) {
 		r = err_setx(e, EUSERS, "no free uid range (max_sandboxes reached)");
-		goto undo_alloc;
+		goto undo;
 	}
 	sb->has_uid_slot = true;
 	uid_t uid_base = m->cfg.uid_base + (uid_t)sb->uid_slot * UID_RANGE;
 
 	sandbox_dir(sb, NULL, path, sizeof(path));
-	sandbox_dir(sb, "upper", upper, sizeof(upper));
-	sandbox_dir(sb, "work", work, sizeof(work));
-	sandbox_dir(sb, "root", root, sizeof(root));
+	sandbox_dir(sb, "upper", st->upper, sizeof(st->upper));
+	sandbox_dir(sb, "work", st->work, sizeof(st->work));
+	sandbox_dir(sb, "root", st->root, sizeof(st->root));
 	const Corral__V1__Resources *res = req->resources;
 	uint64_t disk_mib = res && res->disk_mib ? res->disk_mib : m->cfg.default_disk_mib;
 	if (mkdir(path, 0711) < 0) {
 		r = err_set(e, errno, "create sandbox directory %s", path);
-		goto undo_alloc_slot;
+		goto undo;
 	}
+	st->have_dirs = true;
 	r = rw_mount(path, disk_mib, e);
 	if (r < 0)
-		goto undo_dirs;
-	if (mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0 || mkdir(root, 0755) < 0 ||
-	    chown(upper, uid_base, uid_base) < 0) {
+		goto undo;
+	if (mkdir(st->upper, 0755) < 0 || mkdir(st->work, 0700) < 0 || mkdir(st->root, 0755) < 0 ||
+	    chown(st->upper, uid_base, uid_base) < 0) {
 		r = err_set(e, errno, "create sandbox directories in %s", path);
-		goto undo_dirs;
+		goto undo;
 	}
 	spool_dir(sb, path, sizeof(path));
 	if (mkdir(path, 0700) < 0) {
 		r = err_set(e, errno, "create %s", path);
-		goto undo_dirs;
+		goto undo;
 	}
 	uint64_t memory_mib = res && res->memory_mib ? res->memory_mib : m->cfg.default_memory_mib;
 	struct cgroup_limits limits = {
@@ -703,63 +764,80 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	limits.devices = devpolicy_v1_rules(&limits.n_devices);
 	r = cgroup_set_create(&m->cgroups, sb->id, &limits, &sb->cg, e);
 	if (r < 0)
-		goto undo_dirs;
+		goto undo;
+	st->have_cgroup = true;
 	/* Before the sandbox's first process exists (it is cloned into this cgroup). Fail closed: a
 	 * daemon whose program loaded does not start a sandbox without it. */
 	if (m->devpolicy_active) {
 		r = devpolicy_attach(m->devpolicy, cgroup_set_v2_fd(sb->cg), e);
 		if (r < 0)
-			goto undo_cgroup;
+			goto undo;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, st->sp) < 0) {
 		r = err_set(e, errno, "control socket");
-		goto undo_cgroup;
+		goto undo;
 	}
-	struct spawn_config cfg = {
+	st->cfg = (struct spawn_config){
 		.hostname = sb->id,
-		.lower_dirs = (const char *const *)img->layer_dirs,
-		.n_lower = img->n_layers,
-		.upper_dir = upper,
-		.work_dir = work,
-		.root_dir = root,
+		.lower_dirs = (const char *const *)st->img->layer_dirs,
+		.n_lower = st->img->n_layers,
+		.upper_dir = st->upper,
+		.work_dir = st->work,
+		.root_dir = st->root,
 		.uid_base = uid_base,
 		.uid_count = UID_RANGE,
 		.init_fd = m->init_memfd,
-		.control_fd = sp[1],
+		.control_fd = st->sp[1],
 		.cgroups = sb->cg,
 		.new_netns = true,
 		.scratch_bytes = disk_mib * 1024 * 1024,
 		.confine = m->confine,
 	};
-	struct spawn_result res_spawn;
-	r = spawn_sandbox(&cfg, &res_spawn, e);
-	close(sp[1]);
-	sp[1] = -1;
-	if (r < 0)
-		goto undo_socket;
-	sb->init_pid = res_spawn.pid;
-	sb->pidfd = res_spawn.pidfd;
-	sb->init_start_time = res_spawn.start_time;
+	*ret = st;
+	return 0;
+undo:
+	start_undo(st);
+	return r;
+}
+
+/* Thread-safe: touches only the start's own state and the kernel. */
+static void start_spawn(struct sandbox_start *st)
+{
+	st->r = spawn_sandbox(&st->cfg, &st->res, &st->err);
+	close(st->sp[1]);
+	st->sp[1] = -1;
+}
+
+static int start_complete(struct sandbox_start *st, struct sandbox **ret, struct err *e)
+{
+	struct manager *m = st->m;
+	struct sandbox *sb = st->sb;
+	int r = st->r;
+	if (r < 0) {
+		*e = st->err;
+		goto undo;
+	}
+	sb->init_pid = st->res.pid;
+	sb->pidfd = st->res.pidfd;
+	sb->init_start_time = st->res.start_time;
+	st->have_init = true;
 	/* Init runs, no user process yet: network and tunnels are in place before anything else is. */
-	r = rpc_net_sandbox_setup(sb, e);
-	if (r < 0)
-		goto undo_init;
-	r = persist_new(sb, e);
-	if (r < 0)
-		goto undo_init;
+	if ((r = rpc_net_sandbox_setup(sb, e)) < 0 || (r = persist_new(sb, e)) < 0)
+		goto undo;
 	/* While it runs, its image cannot be deleted nor its layers collected. */
 	r = image_store_pin(m->images, sb->id, sb->image_id, e);
 	if (r < 0) {
 		store_sandbox_delete(m->store, sb->id, NULL);
-		goto undo_init;
+		goto undo;
 	}
-	if (ctl_open(sb, TAKE_FD(sp[0]), false) < 0 || watch_init(sb) < 0 || start_timers(sb) < 0) {
+	if (ctl_open(sb, TAKE_FD(st->sp[0]), false) < 0 || watch_init(sb) < 0 || start_timers(sb) < 0) {
 		r = err_set(e, EIO, "start watching sandbox %s", sb->id);
 		store_sandbox_delete(m->store, sb->id, NULL);
-		goto undo_init;
+		goto undo;
 	}
 	link_sandbox(sb);
-	image_free(img);
+	image_free(st->img);
+	free(st);
 	if (sb->spec->n_command > 0) {
 		struct err e2 = {0};
 		if (start_entrypoint(sb, &e2) < 0)
@@ -767,31 +845,51 @@ int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *re
 	}
 	*ret = sb;
 	return 0;
-
-undo_init:
-	image_store_unpin(m->images, sb->id);
-	rpc_net_sandbox_release(sb);
-	pidfd_send_signal_(sb->pidfd, SIGKILL);
-	waitid(P_PIDFD, (id_t)sb->pidfd, &(siginfo_t){0}, WEXITED);
-undo_socket:
-	if (sp[0] >= 0) /* not yet handed to ctl_open; sandbox_free closes it once it was */
-		close(sp[0]);
-undo_cgroup:
-	cgroup_set_destroy(sb->cg, NULL);
-	sb->cg = NULL;
-undo_dirs:
-	sandbox_dir(sb, NULL, path, sizeof(path));
-	rw_unmount(sb, path);
-	fs_remove_tree(path, NULL);
-	spool_dir(sb, path, sizeof(path));
-	fs_remove_tree(path, NULL);
-undo_alloc_slot:
-	manager_free_uid_slot(m, sb->uid_slot);
-undo_alloc:
-	image_free(img);
-	if (sb)
-		sandbox_free(sb);
+undo:
+	start_undo(st);
 	return r;
+}
+
+int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox **ret, struct err *e)
+{
+	struct sandbox_start *st;
+	int r = start_prepare(m, req, &st, e);
+	if (r < 0)
+		return r;
+	start_spawn(st);
+	return start_complete(st, ret, e);
+}
+
+static void on_spawn_work(uv_work_t *w) { start_spawn(w->data); }
+
+static void on_spawn_done(uv_work_t *w, int status)
+{
+	struct sandbox_start *st = w->data;
+	void (*done)(struct sandbox *, const struct err *, void *) = st->done;
+	void *data = st->data;
+	struct sandbox *sb = NULL;
+	struct err e = {0};
+	if (start_complete(st, &sb, &e) < 0)
+		sb = NULL;
+	done(sb, &e, data);
+}
+
+int sandbox_create_async(struct manager *m, const Corral__V1__CreateSandboxRequest *req,
+			 void (*done)(struct sandbox *sb, const struct err *e, void *data), void *data, struct err *e)
+{
+	struct sandbox_start *st;
+	int r = start_prepare(m, req, &st, e);
+	if (r < 0)
+		return r;
+	st->done = done;
+	st->data = data;
+	st->work_req.data = st;
+	r = uv_queue_work(m->loop, &st->work_req, on_spawn_work, on_spawn_done);
+	if (r < 0) { /* no thread pool: do it here */
+		start_spawn(st);
+		on_spawn_done(&st->work_req, 0);
+	}
+	return 0;
 }
 
 /* ---- ending -------------------------------------------------------------------------------- */

@@ -50,6 +50,10 @@ struct sandbox {
 /* Create and start a sandbox from a validated request. */
 int sandbox_create(struct manager *m, const Corral__V1__CreateSandboxRequest *req, struct sandbox **ret,
 		   struct err *e);
+/* As sandbox_create, with the kernel's part of the start (spawn_sandbox) on a worker thread;
+ * done runs on the loop with the sandbox, or NULL and why. 0, or <0 if it could not begin. */
+int sandbox_create_async(struct manager *m, const Corral__V1__CreateSandboxRequest *req,
+			 void (*done)(struct sandbox *sb, const struct err *e, void *data), void *data, struct err *e);
 /* Hand a pooled sandbox to a client: its spec, timers and entrypoint become the request's. The
  * request must be pool-compatible (pool.h) and name the sandbox's image. */
 int sandbox_claim(struct sandbox *sb, const Corral__V1__CreateSandboxRequest *req, struct err *e);

@@ -175,6 +175,28 @@ static int spawn_child_setup(const struct spawn_config *cfg, int overlay_fd, int
 	return confine_apply(cfg->confine, e);
 }
 
+/* Close every fd from 3 up except the three given. */
+static void spawn_child_close_others(int a, int b, int c)
+{
+	int keep[3] = {a, b, c};
+	for (int i = 0; i < 3; i++) /* sort the three */
+		for (int j = i + 1; j < 3; j++)
+			if (keep[j] < keep[i]) {
+				int t = keep[i];
+				keep[i] = keep[j];
+				keep[j] = t;
+			}
+	unsigned lo = 3;
+	for (int i = 0; i < 3; i++) {
+		if (keep[i] < (int)lo)
+			continue;
+		if ((unsigned)keep[i] > lo)
+			close_range(lo, (unsigned)keep[i] - 1, 0);
+		lo = (unsigned)keep[i] + 1;
+	}
+	close_range(lo, ~0U, 0);
+}
+
 static _Noreturn void spawn_child(const struct spawn_config *cfg, int sock)
 {
 	static const char *const default_argv[] = {"corral-init", NULL};
@@ -184,6 +206,10 @@ static _Noreturn void spawn_child(const struct spawn_config *cfg, int sock)
 	sigset_t none;
 
 	spawn_child_reset_signals();
+	/* First of all, let go of the daemon's other fds (copied by clone): a file another sandbox is
+	 * having written through the daemon must not stay open for writing here while we wait
+	 * (its exec would fail with ETXTBSY), nor anything else reach this sandbox. */
+	spawn_child_close_others(sock, cfg->control_fd, init_fd);
 	if (spawn_child_wait_go(sock, &overlay_fd) < 0)
 		_exit(127); /* the parent gave up (it reports why) or died */
 	if (spawn_child_setup(cfg, overlay_fd, &sock, &init_fd, &e) == 0) {
