@@ -342,13 +342,13 @@ static void on_server_closed(void *data)
 {
 	struct manager *m = data;
 	m->server_closed = true;
-	if (!pool_busy(m)) /* else when the start in flight has been undone (manager_pool_idle) */
+	if (m->starts_in_flight == 0) /* else once the last start in flight is undone */
 		uv_stop(m->loop);
 }
 
-void manager_pool_idle(struct manager *m)
+void manager_start_done(struct manager *m)
 {
-	if (m->server_closed)
+	if (m->server_closed && m->starts_in_flight == 0)
 		uv_stop(m->loop);
 }
 

@@ -93,14 +93,17 @@ struct manager {
 	char execs_dir[PATH_MAX];     /* <state>/execs: per-sandbox exec output spools */
 	bool stopping;
 	bool server_closed;          /* stopping, and the gRPC server is closed */
+	uint32_t starts_in_flight;   /* sandbox starts running on worker threads */
+	struct pending_create *pending_creates; /* CreateSandbox calls waiting for their start */
+	uint32_t n_pending_creates;
 };
 
 int manager_init(struct manager *m, uv_loop_t *loop, const struct config *cfg, struct err *e);
 /* Adopt the sandboxes recorded in the state dir (after a restart). */
 int manager_adopt(struct manager *m, struct err *e);
 void manager_stop(struct manager *m);
-/* The pool's last start in flight ended during a stop: the loop may end now. */
-void manager_pool_idle(struct manager *m);
+/* A start on a worker thread ended: during a stop, the loop may end once none is left. */
+void manager_start_done(struct manager *m);
 void manager_free(struct manager *m);
 struct sandbox *manager_find_sandbox(struct manager *m, const char *id);
 /* As manager_find_sandbox, for client requests: pooled sandboxes (not handed out) are not found. */

@@ -101,16 +101,12 @@ static void on_pooled_started(struct sandbox *sb, const struct err *e, void *dat
 	struct pool *p = m->pool;
 	p->spawning--;
 	if (!sb) {
-		log_warn("pool: starting a %s sandbox ahead: %s", p->image, e->msg);
+		if (!m->stopping)
+			log_warn("pool: starting a %s sandbox ahead: %s", p->image, e->msg);
 		return; /* the next claim schedules another try */
 	}
-	if (m->stopping || strcmp(sb->image_id, p->image_id) != 0 || sb->state != SANDBOX_RUNNING ||
-	    p->n >= m->cfg.pool_size) {
+	if (strcmp(sb->image_id, p->image_id) != 0 || sb->state != SANDBOX_RUNNING || p->n >= m->cfg.pool_size) {
 		sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "not needed in the pool any more");
-		if (m->stopping)
-			sandbox_reap_blocking(sb, 2000);
-		if (m->stopping && p->spawning == 0)
-			manager_pool_idle(m);
 		return;
 	}
 	sb->pooled = true;
@@ -142,11 +138,6 @@ static void on_refill(uv_timer_t *t)
 		return;
 	}
 	p->spawning++;
-}
-
-bool pool_busy(const struct manager *m)
-{
-	return m->pool && m->pool->spawning > 0;
 }
 
 static void pool_schedule_refill(struct manager *m)

@@ -30,8 +30,6 @@ void pool_note_demand(struct manager *m, const char *image, const char *image_id
 void pool_forget(struct manager *m, struct sandbox *sb);
 /* The image is being deleted: end pooled sandboxes of it and stop refilling with it. */
 void pool_release_image(struct manager *m, const char *image_id);
-/* A start is in flight on a worker thread (the daemon's stop waits for it: manager_pool_idle). */
-bool pool_busy(const struct manager *m);
 /* Daemon stop: pooled sandboxes are not left behind for the next daemon. */
 void pool_drain(struct manager *m);
 /* After adoption: remove pooled sandboxes of an earlier run. */

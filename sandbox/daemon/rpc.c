@@ -69,6 +69,61 @@ static uint64_t wait_timeout(int64_t ms) { return ms > MAX_WAIT_MS ? MAX_WAIT_MS
 
 /* ---- SandboxService: sandboxes ------------------------------------------------------------- */
 
+/* A CreateSandbox whose start runs on a worker thread (the event loop serves other calls
+ * meanwhile). It holds its name, and a place under max_sandboxes, until the start ends. */
+struct pending_create {
+	struct pending_create *next;
+	struct manager *m;
+	struct grpc_call *call;
+	char name[129];
+};
+
+static void pending_unlink(struct pending_create *pc)
+{
+	struct manager *m = pc->m;
+	for (struct pending_create **pp = &m->pending_creates; *pp; pp = &(*pp)->next)
+		if (*pp == pc) {
+			*pp = pc->next;
+			m->n_pending_creates--;
+			break;
+		}
+}
+
+static void on_created(struct sandbox *sb, const struct err *e, void *data)
+{
+	struct pending_create *pc = data;
+	pending_unlink(pc);
+	if (!sb) {
+		if (!grpc_call_is_done(pc->call))
+			status_reply_err(pc->call, e);
+	} else if (grpc_call_is_done(pc->call)) {
+		/* The client left (or its deadline passed): the sandbox stays, findable by its tags and
+		 * name, and ends at its timeout like any other. */
+		log_info("sandbox %s started for a client that is gone", sb->id);
+	} else {
+		log_debug("sandbox %s created", sb->id);
+		Corral__V1__CreateSandboxResponse resp = CORRAL__V1__CREATE_SANDBOX_RESPONSE__INIT;
+		reply_sandbox(pc->call, sb, &resp.base, &resp.sandbox);
+	}
+	grpc_call_unref(pc->call);
+	free(pc);
+}
+
+static bool name_taken(struct manager *m, const char *name, const char **by)
+{
+	for (struct sandbox *o = m->sandboxes; o; o = o->next)
+		if (o->state == SANDBOX_RUNNING && !o->pooled && !strcmp(o->spec->name, name)) {
+			*by = o->id;
+			return true;
+		}
+	for (struct pending_create *pc = m->pending_creates; pc; pc = pc->next)
+		if (!strcmp(pc->name, name)) {
+			*by = "a sandbox being created";
+			return true;
+		}
+	return false;
+}
+
 static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)
 {
 	struct manager *m = ctx;
@@ -76,18 +131,15 @@ static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, 
 	struct err e = {0};
 	if (validate_create_sandbox(req, &e) < 0)
 		return status_reply_err(call, &e);
-	if (m->n_running >= m->cfg.max_sandboxes) {
+	if (m->n_running + m->n_pending_creates >= m->cfg.max_sandboxes) {
 		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "the daemon runs its maximum of %u sandboxes",
 				 m->cfg.max_sandboxes);
 		return;
 	}
-	if (req->name[0]) {
-		for (struct sandbox *o = m->sandboxes; o; o = o->next)
-			if (o->state == SANDBOX_RUNNING && !strcmp(o->spec->name, req->name)) {
-				grpc_call_finish(call, GRPC_STATUS_ALREADY_EXISTS, "a running sandbox is named %s (%s)",
-						 req->name, o->id);
-				return;
-			}
+	const char *holder = NULL;
+	if (req->name[0] && name_taken(m, req->name, &holder)) {
+		grpc_call_finish(call, GRPC_STATUS_ALREADY_EXISTS, "a running sandbox is named %s (%s)", req->name, holder);
+		return;
 	}
 	if (req->network && m->cfg.no_network) {
 		grpc_call_finish(call, GRPC_STATUS_FAILED_PRECONDITION,
@@ -107,11 +159,30 @@ static void create_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, 
 		image_free(img);
 		err_clear(&e);
 	}
-	if (!sb && sandbox_create(m, &fixed, &sb, &e) < 0)
-		return status_reply_err(call, &e);
-	log_debug("sandbox %s created", sb->id);
-	Corral__V1__CreateSandboxResponse resp = CORRAL__V1__CREATE_SANDBOX_RESPONSE__INIT;
-	reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+	if (sb) {
+		log_debug("sandbox %s created (from the pool)", sb->id);
+		Corral__V1__CreateSandboxResponse resp = CORRAL__V1__CREATE_SANDBOX_RESPONSE__INIT;
+		reply_sandbox(call, sb, &resp.base, &resp.sandbox);
+		return;
+	}
+	struct pending_create *pc = calloc(1, sizeof(*pc));
+	if (!pc) {
+		grpc_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	pc->m = m;
+	pc->call = call;
+	snprintf(pc->name, sizeof(pc->name), "%s", req->name);
+	grpc_call_ref(call);
+	pc->next = m->pending_creates;
+	m->pending_creates = pc;
+	m->n_pending_creates++;
+	if (sandbox_create_async(m, &fixed, on_created, pc, &e) < 0) {
+		pending_unlink(pc);
+		status_reply_err(call, &e);
+		grpc_call_unref(call);
+		free(pc);
+	}
 }
 
 static void get_sandbox(struct grpc_call *call, const ProtobufCMessage *msg, void *ctx)

@@ -867,11 +867,20 @@ static void on_spawn_done(uv_work_t *w, int status)
 	struct sandbox_start *st = w->data;
 	void (*done)(struct sandbox *, const struct err *, void *) = st->done;
 	void *data = st->data;
+	struct manager *m = st->m;
 	struct sandbox *sb = NULL;
 	struct err e = {0};
 	if (start_complete(st, &sb, &e) < 0)
 		sb = NULL;
+	m->starts_in_flight--;
+	if (sb && m->stopping) { /* nobody will use it: end it now rather than leave it running */
+		sandbox_finish(sb, REASON_TERMINATED, 0, SIGKILL, "the daemon stopped while it started");
+		sandbox_reap_blocking(sb, 2000);
+		sb = NULL;
+		err_setx(&e, ECANCELED, "the daemon is stopping");
+	}
 	done(sb, &e, data);
+	manager_start_done(m);
 }
 
 int sandbox_create_async(struct manager *m, const Corral__V1__CreateSandboxRequest *req,
@@ -884,6 +893,7 @@ int sandbox_create_async(struct manager *m, const Corral__V1__CreateSandboxReque
 	st->done = done;
 	st->data = data;
 	st->work_req.data = st;
+	m->starts_in_flight++;
 	r = uv_queue_work(m->loop, &st->work_req, on_spawn_work, on_spawn_done);
 	if (r < 0) { /* no thread pool: do it here */
 		start_spawn(st);

@@ -96,3 +96,23 @@ def test_pooled_sandboxes_of_an_earlier_daemon_are_removed(daemon, restart_daemo
     out, _, _ = run_exec(d.sb, keep.sandbox_id, ["echo", "still here"])
     assert out == b"still here\n"
     harness.terminate(d.sb, keep.sandbox_id)
+
+
+def test_concurrent_creates_with_one_name_start_one_sandbox(stub):
+    # Creates outside the pool run on a worker thread; the name is held from the call on, so two
+    # calls racing for it cannot both win.
+    req = pb.CreateSandboxRequest(image="busybox", name="only-one", resources=pb.Resources(pids=100))
+    futures = [stub.CreateSandbox.future(req, timeout=RPC_TIMEOUT) for _ in range(4)]
+    won, lost = [], []
+    for f in futures:
+        try:
+            won.append(f.result().sandbox.sandbox_id)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e
+            lost.append(e)
+    try:
+        assert len(won) == 1 and len(lost) == 3, (won, lost)
+    finally:
+        for sid in won:
+            harness.terminate(stub, sid)
+
