@@ -468,3 +468,18 @@ def run_exec(stub, sandbox_id, argv, stdin=None, timeout_s=60.0, **kw):
 
 def reason_name(status):
     return cpb.ExitReason.Name(status.reason)
+
+
+def asan(pid):
+    """True when the daemon runs under AddressSanitizer (make asan builds)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
+def vm_rss_kib(pid):
+    """Resident memory of a process in KiB (0 if unknown)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

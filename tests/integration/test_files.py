@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 import harness
-from harness import RPC_TIMEOUT, pb, run_exec, spb
+from harness import RPC_TIMEOUT, asan, pb, run_exec, spb, vm_rss_kib
 
 MiB = 1 << 20
 # The daemon's fd table and memory are measured here: no sandboxes started ahead of demand.
@@ -64,19 +64,6 @@ def fd_list(pid):
             pass
     return "\n".join(out)
 
-
-def asan(pid):
-    """True when the daemon runs under AddressSanitizer (make asan builds)."""
-    with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()
-
-
-def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class RssWatch:

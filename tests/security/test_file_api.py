@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 import harness
-from harness import RPC_TIMEOUT, pb, run_exec, spb
+from harness import RPC_TIMEOUT, asan, pb, run_exec, spb, vm_rss_kib
 
 HOST_SECRET = b"host-secret-do-not-read"
 
@@ -213,19 +213,6 @@ def test_fifo_fails_fast_and_daemon_stays_responsive(daemon, stub, sandbox):
     assert read_file(stub, sid, "/fifo") == b"now a file"
     assert daemon.sys.GetInfo(spb.GetInfoRequest(), timeout=5).version
 
-
-def asan(pid):
-    """True when the daemon runs under AddressSanitizer (make asan builds)."""
-    with open(f"/proc/{pid}/maps") as f:
-        return "libasan" in f.read()
-
-
-def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_terabyte_sparse_file_does_not_exhaust_daemon(daemon, stub, sandbox):
