@@ -176,6 +176,22 @@ static int debian_layer_id(char id[65], char suite[64], const char **sources, st
 	return 0;
 }
 
+/* The end of every build job: a good result in tmp becomes the layer j->layer_id (and its size is
+ * measured); a failed one is removed. */
+static void commit_or_discard(struct build_job *j, const char *tmp)
+{
+	if (j->rc != 0) {
+		fs_remove_tree(tmp, NULL);
+		return;
+	}
+	j->rc = layer_commit(j->layers_dir, tmp, j->layer_id, &j->err);
+	if (j->rc == 0) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s/%s", j->layers_dir, j->layer_id);
+		layer_disk_usage(dir, &j->size, NULL);
+	}
+}
+
 static void work_debian(struct bgjob *job, struct build_job *j)
 {
 	char suite[64], tmp[PATH_MAX];
@@ -193,14 +209,8 @@ static void work_debian(struct bgjob *job, struct build_job *j)
 	j->rc = status_err(st, "mmdebstrap (install it: apt-get install mmdebstrap)", &j->err);
 	if (j->rc == 0 && chmod(tmp, 0755) < 0)
 		j->rc = err_set(&j->err, errno, "chmod %s", tmp);
-	if (j->rc == 0)
-		j->rc = layer_commit(j->layers_dir, tmp, j->layer_id, &j->err);
-	else
-		fs_remove_tree(tmp, NULL);
+	commit_or_discard(j, tmp);
 	if (j->rc == 0) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", j->layers_dir, j->layer_id);
-		layer_disk_usage(dir, &j->size, NULL);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		bgjob_log(job, "debian base layer %.12s: %.1f MB in %.1f s", j->layer_id, (double)j->size / 1e6,
 			  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -440,15 +450,7 @@ static void work_step(struct bgjob *job, struct build_job *j)
 			  (unsigned long long)cs.bytes);
 	}
 commit:
-	if (j->rc == 0)
-		j->rc = layer_commit(j->layers_dir, tmp, j->layer_id, &j->err);
-	else
-		fs_remove_tree(tmp, NULL);
-	if (j->rc == 0) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", j->layers_dir, j->layer_id);
-		layer_disk_usage(dir, &j->size, NULL);
-	}
+	commit_or_discard(j, tmp);
 out:
 	fs_remove_tree(j->work_dir, NULL);
 }
